@@ -1,0 +1,3 @@
+from dlcrun.cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""Starting, inspecting, resubmitting and cancelling runs: what the CLI verbs call."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlcrun.errors import ConfigError, StorageError
+from dlcrun.inference import pin_model
+from dlcrun.ledger import Record, Run, Submission
+from dlcrun.manifest import Manifest, output_folders, read_manifest
+from dlcrun.schedulers import scheduler_for
+from dlcrun.settings import Settings
+from dlcrun.storage import basename, scheme_of, storage_for
+
+FINAL = ("done", "failed", "interrupted")
+
+
+@dataclass
+class Preflight:
+    videos: int
+    total_bytes: int
+
+
+def check_sources(manifest: Manifest) -> Preflight:
+    """Every manifest line must exist before a single GPU hour is spent on it."""
+    missing, total = [], 0
+    for entry in manifest.entries:
+        found = storage_for(entry).stat(entry)
+        if found is None:
+            missing.append(entry)
+        else:
+            total += found.size
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise StorageError(f"{len(missing)} manifest videos not found: {', '.join(missing[:3])}{more}")
+    return Preflight(videos=len(manifest.entries), total_bytes=total)
+
+
+def _absolute(settings: Settings) -> Settings:
+    """Freeze paths as absolute: array indices run in other working directories."""
+    updates: dict[str, object] = {"runs_dir": settings.runs_dir.expanduser().resolve()}
+    if settings.project is not None:
+        updates["project"] = settings.project.expanduser().resolve()
+    if settings.dest and scheme_of(settings.dest) == "file" and not settings.dest.startswith("file:"):
+        updates["dest"] = os.path.abspath(os.path.expanduser(settings.dest))
+    if settings.scratch is not None:
+        updates["scratch"] = settings.scratch.expanduser()
+    return settings.model_copy(update=updates)
+
+
+def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tuple[Run, Preflight | None]:
+    """Validate everything a run needs, pin the snapshot and create the run directory."""
+    manifest = read_manifest(manifest_path)
+    if settings.project is None:
+        raise ConfigError("no DeepLabCut project: pass --project or set project in dlcrun.toml")
+    if not settings.dest:
+        raise ConfigError("no destination for the keypoints: pass --dest or set dest in dlcrun.toml")
+    if settings.dest.rstrip("/") in {os.path.dirname(e) for e in manifest.entries}:
+        raise ConfigError(f"dest {settings.dest} is a video folder; keypoints go to a different folder")
+    _check_unique_outputs(manifest)
+    settings = _absolute(settings)
+    preflight = check_sources(manifest) if check else None
+    spec = pin_model(settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
+    run = Run.create(settings.runs_dir, settings, manifest, spec.to_dict(), name=Path(manifest_path).stem)
+    return run, preflight
+
+
+def _check_unique_outputs(manifest: Manifest) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for entry, folder in zip(manifest.entries, output_folders(manifest.entries)):
+        key = (folder, Path(basename(entry)).stem)
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {entry} would write the same keypoint file; rename one")
+        seen[key] = entry
+
+
+def submit(run: Run, indices: list[int] | None = None) -> Submission:
+    """Queue one array over ``indices`` (all of the manifest by default)."""
+    settings = run.settings
+    indices = list(range(len(run))) if indices is None else indices
+    scheduler = scheduler_for(settings.scheduler)
+    number = run.next_submission_number()
+    run.write_indices(number, indices)
+    max_running = settings.max_running or (1 if scheduler.name == "local" else None)
+    job_ids = scheduler.submit(run, number, len(indices), max_running)
+    return run.add_submission(scheduler.name, job_ids, indices, max_running)
+
+
+@dataclass
+class Status:
+    run: Run
+    states: dict[int, str]
+    records: dict[int, Record]
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failures(self) -> list[Record]:
+        return [r for i, r in sorted(self.records.items()) if self.states[i] in ("failed", "interrupted", "lost")]
+
+    @property
+    def finished(self) -> bool:
+        return all(s not in ("pending", "running", "queued") for s in self.states.values())
+
+
+def status(run: Run) -> Status:
+    """Merge the ledger (the truth for finished indices) with the scheduler's live view."""
+    records = run.records()
+    live: dict[int, str] = {}
+    by_scheduler: dict[str, list[str]] = {}
+    for sub in run.submissions():
+        by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
+    for name, jobs in by_scheduler.items():
+        live.update(scheduler_for(name).states(run, jobs))
+    submitted = {i for sub in run.submissions() for i in sub.indices}
+    states: dict[int, str] = {}
+    for i in range(len(run)):
+        rec = records.get(i)
+        if rec is not None and rec.state in FINAL:
+            states[i] = rec.state
+        elif rec is not None:  # a running record whose job the scheduler no longer has died hard
+            states[i] = "running" if live.get(i) == "running" or i in live else "lost"
+            if states[i] == "lost":
+                rec.error = rec.error or "the task stopped without recording a result (killed?)"
+        elif i in live:
+            states[i] = "queued" if live[i] == "pending" else "running"
+        else:
+            states[i] = "pending" if i not in submitted else "lost"
+    return Status(run=run, states=states, records=records, counts=Counter(states.values()))
+
+
+def resubmit(run: Run) -> Submission | None:
+    """A new array of the indices that are not done and not queued or running."""
+    current = status(run)
+    todo = [i for i, s in sorted(current.states.items()) if s not in ("done", "running", "queued")]
+    if not todo:
+        return None
+    return submit(run, todo)
+
+
+def cancel(run: Run) -> int:
+    current = status(run)
+    by_scheduler: dict[str, list[str]] = {}
+    for sub in run.submissions():
+        by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
+    for name, jobs in by_scheduler.items():
+        scheduler_for(name).cancel(run, jobs)
+    return sum(1 for s in current.states.values() if s in ("running", "queued"))
+
+
+def load_manifest(path: Path) -> Manifest:
+    return read_manifest(path)

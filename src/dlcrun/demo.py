@@ -1,0 +1,148 @@
+"""An offline end-to-end demo: a tiny DLC project, synthetic videos, a real batch.
+
+Nothing is downloaded: the snapshot is a randomly initialised DLC model (the keypoints are
+meaningless but are produced by DLC's real model and pipeline), and the videos are drawn
+here. The same builders serve the tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+BODYPARTS = ["snout", "tail"]
+
+
+def draw_frame(width: int, height: int, t: float) -> tuple[Any, list[tuple[float, float]]]:
+    """A grey arena with a dark 'animal' whose snout and tail move on a circle."""
+    import cv2
+    import numpy as np
+
+    frame = np.full((height, width, 3), 200, np.uint8)
+    cx, cy, r = width / 2, height / 2, min(width, height) / 4
+    snout = (cx + r * math.cos(t), cy + r * math.sin(t))
+    tail = (cx + r * math.cos(t + 2.5), cy + r * math.sin(t + 2.5))
+    cv2.line(frame, tuple(map(int, snout)), tuple(map(int, tail)), (60, 60, 60), 6)
+    cv2.circle(frame, tuple(map(int, snout)), 5, (20, 20, 160), -1)
+    cv2.circle(frame, tuple(map(int, tail)), 4, (20, 120, 20), -1)
+    return frame, [snout, tail]
+
+
+def write_video(path: Path, frames: int = 20, size: tuple[int, int] = (128, 96), fps: int = 10, phase: float = 0.0) -> Path:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write mp4 here")
+    for i in range(frames):
+        writer.write(draw_frame(*size, phase + i * 0.3)[0])
+    writer.release()
+    return path
+
+
+def make_project(root: Path, n_labeled: int = 8, size: tuple[int, int] = (128, 96)) -> Path:
+    """A single-animal DLC 3 project with labelled frames and a PyTorch shuffle 1; returns config.yaml."""
+    import cv2
+    import deeplabcut
+    import pandas as pd
+    from deeplabcut.core.engine import Engine
+    from deeplabcut.utils import auxiliaryfunctions
+
+    root.mkdir(parents=True, exist_ok=True)
+    seed_video = write_video(root / "seed" / "arena.mp4", frames=n_labeled, size=size)
+    config = Path(
+        deeplabcut.create_new_project(
+            "demo", "dlcrun", [str(seed_video)], working_directory=str(root), copy_videos=False
+        )
+    )
+    cfg = auxiliaryfunctions.read_config(config)
+    cfg["bodyparts"] = BODYPARTS
+    cfg["numframes2pick"] = n_labeled
+    cfg["batch_size"] = 4
+    auxiliaryfunctions.write_config(config, cfg)
+
+    folder = config.parent / "labeled-data" / seed_video.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, index = [], []
+    for i in range(n_labeled):
+        image, points = draw_frame(*size, i * 0.7)
+        name = f"img{i:03d}.png"
+        cv2.imwrite(str(folder / name), image)
+        index.append(("labeled-data", seed_video.stem, name))
+        rows.append([c for p in points for c in p])
+    columns = pd.MultiIndex.from_product(
+        [[cfg["scorer"]], BODYPARTS, ["x", "y"]], names=["scorer", "bodyparts", "coords"]
+    )
+    labels = pd.DataFrame(rows, columns=columns, index=pd.MultiIndex.from_tuples(index))
+    labels.to_hdf(folder / f"CollectedData_{cfg['scorer']}.h5", key="keypoints", mode="w")
+    labels.to_csv(folder / f"CollectedData_{cfg['scorer']}.csv")
+    deeplabcut.create_training_dataset(str(config), net_type="resnet_50", engine=Engine.PYTORCH)
+    init_snapshot(config)
+    return config
+
+
+def init_snapshot(config: Path, shuffle: int = 1, epoch: int = 1, seed: int = 0) -> Path:
+    """Save a randomly initialised model as ``snapshot-<epoch>.pt`` of the shuffle: no download."""
+    import torch
+    from deeplabcut.core.config import read_config_as_dict
+    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+
+    from dlcrun.inference import _loader
+
+    loader = _loader(Path(config).parent, shuffle, 0)
+    model_cfg = read_config_as_dict(loader.model_config_path)
+    torch.manual_seed(seed)
+    model = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
+    path = loader.model_folder / f"snapshot-{epoch:03d}.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def run_demo(workdir: Path, n_videos: int = 3, console: Any = None) -> Path:
+    """Project, videos, spreadsheet -> manifest -> local array -> status; returns the run dir."""
+    import openpyxl
+
+    from dlcrun import batch
+    from dlcrun.cli import _follow
+    from dlcrun.manifest import manifest_from_list, read_sheet, write_manifest
+    from dlcrun.settings import load_settings
+
+    say = console.print if console is not None else print
+    workdir = workdir.resolve()
+    config = next(workdir.glob("project/*/config.yaml"), None)
+    if config is None:
+        say("building a small DeepLabCut project (random-initialised ResNet-50, offline)...")
+        config = make_project(workdir / "project")
+    say(f"project  {config.parent}")
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["video", "camera", "datetime"])
+    start = dt.datetime(2026, 11, 2, 10, 0, 0)
+    for i in range(n_videos):
+        when = start + dt.timedelta(hours=i)
+        name = f"cam{i % 2 + 1}_{when:%Y-%m-%d_%H-%M-%S}.mp4"
+        write_video(workdir / "videos" / name, frames=20, phase=i)
+        sheet.append([f"videos/{name}", f"cam{i % 2 + 1}", when])
+    sheet_path = workdir / "batch.xlsx"
+    book.save(sheet_path)
+    say(f"sheet    {sheet_path} ({n_videos} videos)")
+
+    manifest_path = write_manifest(workdir / "manifests" / "batch.txt", manifest_from_list(read_sheet(sheet_path)))
+    say(f"manifest {manifest_path}")
+    settings = load_settings(
+        None, project=config.parent, dest=str(workdir / "keypoints"), runs_dir=workdir / "runs", max_running=1
+    )
+    run, _ = batch.start_run(manifest_path, settings)
+    sub = batch.submit(run)
+    say(f"run      {run.path} (local array {', '.join(sub.job_ids)})")
+    try:
+        _follow(run)
+    finally:
+        say(f"keypoints in {workdir / 'keypoints'}:")
+        for h5 in sorted((workdir / "keypoints").glob("*.h5")):
+            say(f"  {h5.name}")
+    return run.path

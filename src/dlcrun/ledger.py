@@ -1,0 +1,222 @@
+"""The run directory: the single source of truth about a batch.
+
+``runs/<run-id>/`` lives on shared storage, so it holds plain files only, each written to a
+temporary name and renamed (atomic on POSIX filesystems, NFS included); there is no database
+to lock. Array indices write only their own record, so they never contend.
+
+    settings.json        resolved settings, frozen at submit
+    model.json           the pinned snapshot and scorer
+    manifest.txt         the manifest as submitted
+    records/<i>.json     one per manifest index once it has started
+    submissions/<n>.json one per array submitted (job ids, the indices it covers)
+    logs/                scheduler stdout/stderr per index
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcrun.errors import RunError
+from dlcrun.manifest import Manifest, read_manifest, write_manifest
+from dlcrun.settings import Settings
+
+SUBMISSION_GLOB = "[0-9][0-9][0-9].json"
+STATES = ("done", "running", "failed", "interrupted")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Temp file + fsync + rename: readers see the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@dataclass
+class Output:
+    uri: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class Record:
+    """What happened to one manifest index, over all its attempts."""
+
+    index: int
+    video: str
+    state: str = "running"
+    attempts: int = 0
+    job_id: str = ""
+    host: str = ""
+    started: str = ""
+    finished: str = ""
+    bytes_in: int = 0
+    frames: int = 0
+    stride: int = 1
+    scorer: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    error: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        data = dict(data)
+        data["outputs"] = [Output(**o) for o in data.get("outputs", [])]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Submission:
+    number: int
+    scheduler: str
+    job_ids: list[str]
+    indices: list[int]
+    submitted: str
+    max_running: int | None
+
+
+class Run:
+    """An existing run directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / "settings.json").is_file():
+            raise RunError(f"{self.path}: not a dlcrun run directory (no settings.json)")
+        self._manifest: Manifest | None = None
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, runs_dir: Path, settings: Settings, manifest: Manifest, model: dict[str, Any], name: str) -> Run:
+        runs_dir = Path(runs_dir)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
+        path = runs_dir / f"{stamp}-{slug}"
+        if path.exists():
+            path = runs_dir / f"{stamp}-{slug}-{secrets.token_hex(2)}"
+        (path / "records").mkdir(parents=True)
+        (path / "logs").mkdir()
+        (path / "submissions").mkdir()
+        write_manifest(path / "manifest.txt", manifest)
+        write_json(path / "model.json", model)
+        write_json(path / "settings.json", settings.model_dump(mode="json"))
+        return cls(path)
+
+    @classmethod
+    def find(cls, run: str | Path | None, runs_dir: Path) -> Run:
+        """A run by path, by id under ``runs_dir``, or the newest there when ``run`` is None."""
+        if run is not None:
+            for candidate in (Path(run), Path(runs_dir) / str(run)):
+                if (candidate / "settings.json").is_file():
+                    return cls(candidate)
+            raise RunError(f"{run}: no such run (looked in . and {runs_dir})")
+        runs = sorted(p for p in Path(runs_dir).glob("*/settings.json")) if Path(runs_dir).is_dir() else []
+        if not runs:
+            raise RunError(f"{runs_dir}: no runs yet (dlcrun submit starts one)")
+        return cls(runs[-1].parent)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.model_validate(read_json(self.path / "settings.json"))
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return read_json(self.path / "model.json")
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.path / "manifest.txt")
+        return self._manifest
+
+    def __len__(self) -> int:
+        return len(self.manifest.entries)
+
+    def record_path(self, index: int) -> Path:
+        return self.path / "records" / f"{index:06d}.json"
+
+    def record(self, index: int) -> Record | None:
+        try:
+            return Record.from_dict(read_json(self.record_path(index)))
+        except FileNotFoundError:
+            return None
+
+    def write_record(self, record: Record) -> None:
+        write_json(self.record_path(record.index), asdict(record))
+
+    def records(self) -> dict[int, Record]:
+        out = {}
+        for path in sorted((self.path / "records").glob("*.json")):
+            rec = Record.from_dict(read_json(path))
+            out[rec.index] = rec
+        return out
+
+    def add_submission(self, scheduler: str, job_ids: list[str], indices: list[int], max_running: int | None) -> Submission:
+        number = len(list((self.path / "submissions").glob(SUBMISSION_GLOB))) + 1
+        sub = Submission(number, scheduler, job_ids, indices, now(), max_running)
+        write_json(self.path / "submissions" / f"{number:03d}.json", asdict(sub))
+        return sub
+
+    def write_indices(self, number: int, indices: list[int]) -> Path:
+        """The array-index -> manifest-index map an array reads (line k is array index k)."""
+        path = self.path / "submissions" / f"{number:03d}.indices"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{i}\n" for i in indices))
+        os.replace(tmp, path)
+        return path
+
+    def next_submission_number(self) -> int:
+        return len(list((self.path / "submissions").glob(SUBMISSION_GLOB))) + 1
+
+    def submissions(self) -> list[Submission]:
+        return [Submission(**read_json(p)) for p in sorted((self.path / "submissions").glob(SUBMISSION_GLOB))]
+
+    def manifest_index(self, submission: int | None, array_index: int) -> int:
+        if submission is None:
+            return array_index
+        path = self.path / "submissions" / f"{submission:03d}.indices"
+        try:
+            lines = path.read_text().split()
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing; was the submission interrupted?") from None
+        if not 0 <= array_index < len(lines):
+            raise RunError(f"{path}: array index {array_index} out of range 0-{len(lines) - 1}")
+        return int(lines[array_index])
+
+    def counts(self) -> Counter[str]:
+        recs = self.records()
+        counts: Counter[str] = Counter(r.state for r in recs.values())
+        counts["pending"] = len(self) - len(recs)
+        return counts
+
+    def unfinished(self) -> list[int]:
+        recs = self.records()
+        return [i for i in range(len(self)) if i not in recs or recs[i].state != "done"]

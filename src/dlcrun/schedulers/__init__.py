@@ -1,0 +1,55 @@
+"""The scheduler seam: one array per submission, whatever runs it.
+
+Every backend runs the same entry point per array index (``dlcrun task --run R --submission S
+--array-index K``); array index K maps to a manifest index through the submission's
+``.indices`` file, so a resubmission of scattered failures is still one dense array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from dlcrun.errors import ConfigError
+from dlcrun.ledger import Run
+
+
+class Scheduler(Protocol):
+    name: str
+
+    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
+        """Queue array indices 0..size-1 of ``submission``; return the job id(s)."""
+        ...
+
+    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
+        """Live state ('pending' or 'running') of array indices the scheduler still knows."""
+        ...
+
+    def cancel(self, run: Run, job_ids: list[str]) -> None:
+        """Stop queued and running indices; running ones get SIGTERM and record 'interrupted'."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[[], Scheduler]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Scheduler]], Callable[[], Scheduler]]:
+    def wrap(factory: Callable[[], Scheduler]) -> Callable[[], Scheduler]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def scheduler_for(name: str) -> Scheduler:
+    from dlcrun.schedulers import local  # noqa: F401  (registers on import)
+
+    for optional in ("slurm", "pbs"):
+        try:
+            __import__(f"dlcrun.schedulers.{optional}")
+        except ImportError:
+            pass
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"unknown scheduler '{name}' (known: {', '.join(sorted(_REGISTRY))})") from None

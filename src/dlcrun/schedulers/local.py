@@ -1,0 +1,145 @@
+"""The 'local' scheduler: this machine runs the array, ``max_running`` indices at a time.
+
+A detached supervisor process (its own session, so closing the terminal does not stop it)
+starts one ``dlcrun task`` subprocess per array index, exactly what a cluster array index
+runs, and keeps a small state file that ``status`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.schedulers import register
+
+
+def _state_file(run: Run, submission: int) -> Path:
+    return run.path / "submissions" / f"{submission:03d}.local.json"
+
+
+class LocalScheduler:
+    name = "local"
+
+    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
+        log = open(run.path / "logs" / f"local-{submission:03d}.log", "ab")
+        cmd = [sys.executable, "-m", "dlcrun.schedulers.local", str(run.path), str(submission), str(size)]
+        cmd += ["--max-running", str(max_running or 1)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        return [f"local-{proc.pid}"]
+
+    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for sub in run.submissions():
+            if sub.scheduler != self.name or not set(sub.job_ids) & set(job_ids):
+                continue
+            try:
+                state = read_json(_state_file(run, sub.number))
+            except (FileNotFoundError, json.JSONDecodeError):
+                state = {}
+            alive = all(_alive(j) for j in sub.job_ids)
+            for k, manifest_index in enumerate(sub.indices):
+                s = state.get(str(k), "pending")
+                if s in ("pending", "running") and alive:
+                    out[manifest_index] = s
+        return out
+
+    def cancel(self, run: Run, job_ids: list[str]) -> None:
+        for job in job_ids:
+            pid = _pid(job)
+            if pid and _alive(job):
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def _pid(job_id: str) -> int | None:
+    try:
+        return int(job_id.removeprefix("local-"))
+    except ValueError:
+        return None
+
+
+def _alive(job_id: str) -> bool:
+    pid = _pid(job_id)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A finished child of this process is a zombie until reaped; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@register("local")
+def _factory() -> LocalScheduler:
+    return LocalScheduler()
+
+
+def supervise(run_path: Path, submission: int, size: int, max_running: int) -> int:
+    """Run array indices 0..size-1, ``max_running`` at once; SIGTERM stops and forwards."""
+    run = Run(run_path)
+    state: dict[str, str | int] = {str(k): "pending" for k in range(size)}
+    state_path = _state_file(run, submission)
+    write_json(state_path, state)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    threads = run.settings.threads or max(1, (os.cpu_count() or 1) // max(1, max_running))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    pending = list(range(size))
+    failures = 0
+    while pending or running:
+        while pending and len(running) < max_running and not stopping:
+            k = pending.pop(0)
+            out = open(run.path / "logs" / f"{submission:03d}_{k}.out", "ab")
+            cmd = [sys.executable, "-m", "dlcrun", "task", "--run", str(run.path)]
+            cmd += ["--submission", str(submission), "--array-index", str(k)]
+            env["DLCRUN_LOCAL_JOB"] = f"local-{os.getpid()}_{k}"
+            running[k] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
+            out.close()
+            state[str(k)] = "running"
+            write_json(state_path, state)
+        if stopping:
+            for proc in running.values():
+                proc.terminate()
+            pending.clear()
+        time.sleep(0.2)
+        for k, proc in list(running.items()):
+            code = proc.poll()
+            if code is not None:
+                del running[k]
+                state[str(k)] = code
+                failures += code != 0
+                write_json(state_path, state)
+    return 1 if failures or stopping else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("submission", type=int)
+    parser.add_argument("size", type=int)
+    parser.add_argument("--max-running", type=int, default=1)
+    args = parser.parse_args()
+    sys.exit(supervise(args.run, args.submission, args.size, args.max_running))

@@ -1,0 +1,161 @@
+"""Typed settings: defaults < dlcrun.toml < DLCRUN_* environment < command-line flags.
+
+A run freezes the resolved settings into its run directory, and array tasks read only that
+copy, so editing dlcrun.toml while a batch is queued cannot change what the batch does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dlcrun.errors import ConfigError
+
+DEFAULT_FILE = Path("dlcrun.toml")
+
+
+class Resources(BaseModel):
+    """What one array index asks the scheduler for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int = Field(0, ge=0, description="GPUs per array index")
+    cpus: int = Field(4, ge=1, description="CPU cores per array index")
+    mem: str = Field("16G", description="memory per array index, e.g. 16G")
+    time: str = Field("04:00:00", description="wall time per array index, HH:MM:SS")
+    partition: str = Field("", description="Slurm partition / PBS queue; empty: the default")
+    account: str = Field("", description="account or allocation to charge; empty: the default")
+    extra: list[str] = Field(default_factory=list, description="extra scheduler arguments")
+
+
+class Settings(BaseSettings):
+    """Everything a run needs, validated once at submit time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DLCRUN_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    project: Path | None = Field(None, description="DeepLabCut project folder (holds config.yaml)")
+    shuffle: int = Field(1, ge=0, description="training shuffle of the DLC project")
+    trainingsetindex: int = Field(0, ge=0, description="index into TrainingFraction")
+    snapshot: str | None = Field(
+        None,
+        description="snapshot to use: a file name (snapshot-200.pt), 'best', or an index "
+        "(-1 = last); empty: the project's snapshotindex. Pinned at submit time.",
+    )
+    source: str = Field("", description="root that relative manifest lines are read from")
+    dest: str | None = Field(None, description="where keypoint files go (path or URI)")
+    runs_dir: Path = Field(Path("runs"), description="run directories (the ledger), shared storage")
+    scratch: Path | None = Field(None, description="node-local scratch; empty: $TMPDIR")
+    scheduler: str = Field("local", description="local, slurm, pbs or torque")
+    max_running: int | None = Field(
+        None, ge=1, description="array indices running at once; empty: 1 locally, unlimited on a cluster"
+    )
+    batch_size: int | None = Field(None, ge=1, description="frames per forward pass; empty: the project's")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per index; empty: cores/max_running")
+    save_csv: bool = Field(False, description="also write DLC's .csv next to the .h5")
+    image: str | None = Field(None, description="Apptainer image that array indices run inside")
+    engine: Literal["pytorch"] = Field("pytorch", description="DeepLabCut engine")
+    resources: Resources = Field(default_factory=Resources)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Resolve settings from the file, the environment and flags (None flags do not override).
+
+    ``path`` None means ``./dlcrun.toml`` when it exists; a path given explicitly must exist.
+    """
+    if path is None:
+        path = DEFAULT_FILE if DEFAULT_FILE.is_file() else None
+    elif not Path(path).is_file():
+        raise ConfigError(f"{path}: settings file not found (dlcrun init writes one)")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cls: type[Settings] = Settings
+    if path is not None:
+        cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+        )
+    try:
+        loaded = cls(**given)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, path)) from None
+    except ValueError as exc:  # malformed TOML
+        raise ConfigError(f"{path}: {exc}") from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def _one_line(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(sorted(Settings.model_fields))
+            parts.append(f"unknown setting '{field}' (known: {known})")
+        else:
+            parts.append(f"{field}: {err['msg']}")
+    return where + "; ".join(parts)
+
+
+def default_scratch() -> Path:
+    """Node-local scratch as schedulers expose it; /tmp last."""
+    for var in ("SLURM_TMPDIR", "TMPDIR"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    return Path("/tmp")
+
+
+def render_template() -> str:
+    """A commented dlcrun.toml with every setting at its default, for ``dlcrun init``."""
+    lines = ["# dlcrun settings. Flags override these; DLCRUN_<NAME> environment variables too.", ""]
+
+    def emit(model: type[BaseModel], prefix: str = "") -> None:
+        for name, field in model.model_fields.items():
+            if name == "resources":
+                continue
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"# {field.description}")
+            if default is None:
+                lines.append(f'# {name} = ""')
+            else:
+                lines.append(f"{name} = {_toml_value(default)}")
+            lines.append("")
+
+    emit(Settings)
+    lines.append("[resources]")
+    emit(Resources)
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,94 @@
+"""Local disks and shared filesystems (NFS, GPFS, Lustre, DartFS): plain paths and file:// URIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from dlcrun.errors import StorageError, VerificationError
+from dlcrun.storage import StoredObject, register, sha256_file
+
+
+def to_path(uri: str) -> Path:
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri)
+
+
+def _temp_beside(target: Path) -> Path:
+    # Hidden and pid-tagged: never mistaken for an output, and two writers never share one.
+    return target.with_name(f".{target.name}.dlcrun-part-{os.getpid()}")
+
+
+def copy_atomic(src: Path, target: Path) -> int:
+    """Copy to a temporary name beside ``target``, fsync, check the size, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(target)
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 22)
+            fout.flush()
+            os.fsync(fout.fileno())
+        expected, got = src.stat().st_size, tmp.stat().st_size
+        if expected != got:
+            raise VerificationError(f"{target}: copied {got} bytes of {expected}; nothing was published")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return got
+
+
+class LocalStorage:
+    def fetch(self, uri: str, local: Path) -> StoredObject:
+        src = to_path(uri)
+        if not src.is_file():
+            raise StorageError(f"{uri}: no such file")
+        try:
+            size = copy_atomic(src, local)
+        except OSError as exc:
+            raise StorageError(f"{uri} -> {local}: {exc.strerror or exc}") from None
+        return StoredObject(uri=uri, size=size, mtime=src.stat().st_mtime)
+
+    def put(self, local: Path, uri: str) -> StoredObject:
+        target = to_path(uri)
+        digest = sha256_file(local)
+        try:
+            size = copy_atomic(local, target)
+        except OSError as exc:
+            raise StorageError(f"{local} -> {uri}: {exc.strerror or exc}") from None
+        if sha256_file(target) != digest:
+            target.unlink(missing_ok=True)
+            raise VerificationError(f"{uri}: content changed in transit; removed, retry the index")
+        return StoredObject(uri=uri, size=size, mtime=target.stat().st_mtime, sha256=digest)
+
+    def stat(self, uri: str) -> StoredObject | None:
+        path = to_path(uri)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        return StoredObject(uri=uri, size=st.st_size, mtime=st.st_mtime)
+
+    def list(self, uri: str, recursive: bool = False) -> Iterator[StoredObject]:
+        root = to_path(uri)
+        if not root.is_dir():
+            raise StorageError(f"{uri}: no such folder")
+        paths = root.rglob("*") if recursive else root.iterdir()
+        for path in sorted(paths):
+            if path.is_file() and not path.name.startswith("."):
+                st = path.stat()
+                yield StoredObject(uri=str(path), size=st.st_size, mtime=st.st_mtime)
+
+    def delete(self, uri: str) -> None:
+        to_path(uri).unlink(missing_ok=True)
+
+
+@register("file")
+def _factory() -> LocalStorage:
+    return LocalStorage()

@@ -1,0 +1,89 @@
+"""Shared fixtures: real DLC projects and videos, built once per session, offline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+OPENFIELD = SHARED / "fixtures" / "openfield"
+
+
+@pytest.fixture(scope="session")
+def openfield_fixture() -> Path:
+    """../shared/fixtures/openfield, or a skip saying why (a user's clone has no ../shared)."""
+    if not (OPENFIELD / "config.yaml").is_file():
+        pytest.skip(f"{OPENFIELD} not present (CI and developer machines have ../shared beside the checkout)")
+    return OPENFIELD
+
+
+@pytest.fixture(scope="session")
+def openfield_project(openfield_fixture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real openfield project (labelled data, config) with a random-initialised ResNet-50 snapshot."""
+    import deeplabcut
+    from deeplabcut.core.engine import Engine
+    from ruamel.yaml import YAML
+
+    from dlcrun.demo import init_snapshot
+
+    project = tmp_path_factory.mktemp("openfield") / "openfield-Pranav-2018-10-30"
+    project.mkdir()
+    shutil.copytree(openfield_fixture / "labeled-data", project / "labeled-data")
+    yaml = YAML()
+    cfg = yaml.load((openfield_fixture / "config.yaml").read_text())
+    cfg["project_path"] = str(project)
+    cfg["video_sets"] = {str(project / "videos" / "m4s1.mp4"): {"crop": "0, 640, 0, 480"}}
+    with open(project / "config.yaml", "w") as fh:
+        yaml.dump(cfg, fh)
+    deeplabcut.create_training_dataset(str(project / "config.yaml"), net_type="resnet_50", engine=Engine.PYTORCH)
+    init_snapshot(project / "config.yaml", epoch=5)
+    return project
+
+
+def cut_clip(src: Path, dst: Path, frames: int, scale: float = 1.0) -> Path:
+    """The first ``frames`` frames of a real video, re-encoded (optionally scaled)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) * scale), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) * scale)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok, f"{src} has fewer than {frames} frames"
+        out.write(cv2.resize(frame, (w, h)) if scale != 1.0 else frame)
+    out.release()
+    cap.release()
+    return dst
+
+
+@pytest.fixture(scope="session")
+def openfield_clip(openfield_fixture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-frame 640x480 clip of the fixture's real video (m3v1mp4.mp4)."""
+    return cut_clip(openfield_fixture / "videos" / "m3v1mp4.mp4", tmp_path_factory.mktemp("clips") / "m3v1.mp4", 6)
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic single-animal project (128x96 frames); returns the project folder."""
+    from dlcrun.demo import make_project
+
+    return make_project(tmp_path_factory.mktemp("demo") / "project").parent
+
+
+@pytest.fixture
+def tiny_videos(tmp_path: Path):
+    """Factory: write N tiny synthetic videos into a folder and return their paths."""
+    from dlcrun.demo import write_video
+
+    def make(folder: Path | None = None, names: list[str] | None = None, frames: int = 8) -> list[Path]:
+        folder = folder or tmp_path / "videos"
+        names = names or ["a.mp4", "b.mp4"]
+        return [write_video(folder / n, frames=frames, phase=i) for i, n in enumerate(names)]
+
+    return make
