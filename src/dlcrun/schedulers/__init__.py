@@ -30,6 +30,13 @@ class Scheduler(Protocol):
         ...
 
 
+def task_argv(run: Run, submission: int) -> list[str]:
+    """The command every array index runs (the array index comes from the scheduler's env)."""
+    from dlcrun.container import exec_prefix
+
+    return exec_prefix(run) + ["dlcrun", "task", "--run", str(run.path), "--submission", str(submission)]
+
+
 _REGISTRY: dict[str, Callable[[], Scheduler]] = {}
 
 
