@@ -1,0 +1,85 @@
+"""The decoder seam: where frames come from, in order, as RGB uint8 arrays.
+
+Every backend decodes sequentially and never seeks: seeking is inexact on variable-GOP
+H.264, and a strided pass must keep the original frame numbers. Skipped frames are decoded
+but not converted (``grab`` without ``retrieve`` in OpenCV), so a stride saves the model's
+time and the colour conversion, not the decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dlcrun.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container's header says: full frame size before any crop (as DLC's metadata
+    records it); the frame count can lie (a truncated file), ``VideoStream.decoded`` cannot."""
+
+    fps: float
+    width: int
+    height: int
+    header_frames: int
+
+
+class VideoStream(Protocol):
+    info: VideoInfo
+
+    def frames(self, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame number, cropped RGB uint8 frame)`` for frames 0, stride, 2*stride, ..."""
+        ...
+
+    @property
+    def decoded(self) -> int:
+        """Frames decoded so far, kept or skipped: after the last one, the true frame count."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Decoder(Protocol):
+    name: str
+
+    def open(self, path: Path, crop: tuple[int, int, int, int] | None = None) -> VideoStream:
+        """Open ``path``; ``crop`` is DLC's (x1, x2, y1, y2) in pixels. Raises InferenceError."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[[], Decoder]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Decoder]], Callable[[], Decoder]]:
+    def wrap(factory: Callable[[], Decoder]) -> Callable[[], Decoder]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available() -> list[str]:
+    _load_backends()
+    return sorted(_REGISTRY)
+
+
+def decoder_for(name: str) -> Decoder:
+    _load_backends()
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"unknown decoder '{name}' (available here: {', '.join(available())})") from None
+
+
+def _load_backends() -> None:
+    from dlcrun.decoders import opencv  # noqa: F401  (registers on import)
+
+    try:  # optional: registers only where PyAV is installed
+        from dlcrun.decoders import pyav  # noqa: F401
+    except ImportError:
+        pass
