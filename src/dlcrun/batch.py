@@ -85,7 +85,7 @@ def submit(run: Run, indices: list[int] | None = None) -> Submission:
     number = run.next_submission_number()
     run.write_indices(number, indices)
     max_running = settings.max_running or (1 if scheduler.name == "local" else None)
-    job_ids = scheduler.submit(run, number, len(indices), max_running)
+    job_ids = scheduler.submit(run, number, run.array_size(len(indices)), max_running)
     return run.add_submission(scheduler.name, job_ids, indices, max_running)
 
 

@@ -128,6 +128,12 @@ def submit(
     snapshot: Annotated[Optional[str], typer.Option(help="snapshot file, 'best' or index (pinned now)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="frames per forward pass")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 (DLC's keypoints), bf16 or fp16 (faster)")] = None,
+    decoder: Annotated[Optional[str], typer.Option(help="video decoder (opencv, as DLC)")] = None,
+    videos_per_task: Annotated[Optional[int], typer.Option(
+        help="manifest lines per array index (one model load; next video prefetched)")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="analyse one frame in N")] = None,
+    every: Annotated[Optional[str], typer.Option(help="analyse one frame every DURATION, e.g. 10s")] = None,
     csv: Annotated[Optional[bool], typer.Option("--csv/--no-csv", help="also write DLC's .csv")] = None,
     scratch: Annotated[Optional[Path], typer.Option(help="node-local scratch (default $TMPDIR)")] = None,
     runs_dir: RunsDirOpt = None,
@@ -149,6 +155,11 @@ def submit(
         snapshot=snapshot,
         batch_size=batch_size,
         device=device,
+        precision=precision,
+        decoder=decoder,
+        videos_per_task=videos_per_task,
+        stride=stride,
+        every=every,
         save_csv=csv,
         scratch=scratch,
         runs_dir=runs_dir,
@@ -161,11 +172,16 @@ def submit(
     if preflight:
         out.print(f"  videos  {preflight.videos}, {preflight.total_bytes / 1e9:.2f} GB to stage")
     sub = batch.submit(run)
-    out.print(f"  {sub.scheduler} array of {len(sub.indices)}: {', '.join(sub.job_ids)}")
+    out.print(f"  {sub.scheduler} array of {_array_text(run, sub)}: {', '.join(sub.job_ids)}")
     if wait if wait is not None else sub.scheduler == "local":
         _follow(run)
     else:
         out.print(f"follow it with: dlcrun status {run.id}")
+
+
+def _array_text(run: Any, sub: Any) -> str:
+    size = run.array_size(len(sub.indices))
+    return str(size) if size == len(sub.indices) else f"{size} ({len(sub.indices)} videos, {run.videos_per_task} per index)"
 
 
 def _follow(run: Any) -> None:
@@ -234,7 +250,7 @@ def resubmit(run: RunArg = None, runs_dir: RunsDirOpt = None, config: ConfigOpt 
     if sub is None:
         out.print("nothing to resubmit: every video is done, queued or running")
         return
-    out.print(f"{sub.scheduler} array of {len(sub.indices)}: {', '.join(sub.job_ids)}")
+    out.print(f"{sub.scheduler} array of {_array_text(target, sub)}: {', '.join(sub.job_ids)}")
     if wait if wait is not None else sub.scheduler == "local":
         _follow(target)
 
@@ -258,25 +274,30 @@ def task(
     array_index: Annotated[Optional[int], typer.Option(
         envvar=["SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID"], help="array index in that submission")] = None,
 ) -> None:
-    """What one array index runs: stage in, infer, verify, stage out, record."""
+    """What one array index runs: stage in, infer, verify, stage out, record (per video)."""
     from dlcrun.ledger import Run
-    from dlcrun.task import Interrupted, run_index, sigterm_unwinds
+    from dlcrun.task import Interrupted, run_indices, sigterm_unwinds
 
     target = Run(run)
-    if index is None:
-        if array_index is None:
-            raise DlcrunError("task needs --index, or --submission with --array-index")
-        index = target.manifest_index(submission, array_index)
+    if index is not None:
+        indices = [index]
+    elif array_index is None:
+        raise DlcrunError("task needs --index, or --submission with --array-index")
+    else:
+        indices = target.manifest_indices(submission, array_index)
     try:
         with sigterm_unwinds():
-            record = run_index(target, index)
+            records = run_indices(target, indices)
     except Interrupted as exc:
-        err.print(f"index {index}: {exc}")
+        err.print(f"indices {', '.join(map(str, indices))}: {exc}")
         raise typer.Exit(143) from None
-    if record.state != "done":
-        err.print(f"index {index} {record.state}: {record.error}", highlight=False, soft_wrap=True)
+    for record in records:
+        if record.state == "done":
+            err.print(f"index {record.index} done: {record.frames} frames -> {record.outputs[-1].uri}")
+        else:
+            err.print(f"index {record.index} {record.state}: {record.error}", highlight=False, soft_wrap=True)
+    if any(r.state != "done" for r in records):
         raise typer.Exit(1)
-    err.print(f"index {index} done: {record.frames} frames -> {record.outputs[-1].uri}")
 
 
 @app.command()

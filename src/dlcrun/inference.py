@@ -51,12 +51,14 @@ class ModelSpec:
 
 @dataclass
 class Analysis:
-    """Files written for one video (all in one folder) and what was decoded."""
+    """Files written for one video (all in one folder), what was decoded and analysed."""
 
     files: list[Path]
-    frames: int
+    frames: int  # decoded
     header_frames: int
     seconds: float
+    rows: int = 0  # analysed: one in ``stride`` of the decoded frames
+    stride: int = 1
 
 
 def quiet_environment(scratch: Path | None = None) -> None:
@@ -139,19 +141,73 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class Analyzer:
-    """A loaded model; reused across the videos of one array index."""
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames a run analyses: every ``stride``-th, or one every ``every`` seconds.
 
-    def __init__(self, spec: ModelSpec, batch_size: int | None = None, device: str = "auto", threads: int | None = None):
+    Part of an output's identity: a strided .h5 gets its own name (``..._stride300.h5``) and
+    its _meta.pickle records the stride, so it never passes for (or overwrites) a full one.
+    """
+
+    stride: int = 1
+    every: float | None = None  # seconds; the stride then follows each video's frame rate
+
+    @property
+    def suffix(self) -> str:
+        if self.every is not None:
+            return f"_every{self.every:g}s"
+        return f"_stride{self.stride}" if self.stride > 1 else ""
+
+    def stride_for(self, fps: float) -> int:
+        if self.every is None:
+            return self.stride
+        if not fps > 0:
+            raise InferenceError(f"--every {self.every:g}s needs the video's frame rate, and its header has none")
+        return max(1, round(self.every * fps))
+
+
+FULL = Sampling()
+
+
+class Analyzer:
+    """A loaded model; reused across the videos of one array index.
+
+    Runs DLC's own model, pre- and post-processing (from ``get_pose_inference_runner``) in
+    dlcrun's pipelined engine (see ``engine.py``) and writes DLC's files.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+        decoder: str = "opencv",
+        channels_last: bool = True,
+    ):
         import torch
         from deeplabcut.pose_estimation_pytorch.apis import utils
+        from deeplabcut.pose_estimation_pytorch.task import Task
+
+        from dlcrun.decoders import decoder_for
+        from dlcrun.engine import Engine
 
         if threads:
             torch.set_num_threads(threads)
         self.spec = spec
         self.device = resolve_device(device)
         self.batch_size = batch_size or spec.default_batch_size
+        self.precision = precision
+        self.decoder = decoder_for(decoder)
         self._loader = _loader(Path(spec.project), spec.shuffle, spec.trainingsetindex)
+        if self._loader.pose_task != Task.BOTTOM_UP:
+            raise InferenceError(
+                f"{spec.project}: a {self._loader.pose_task.value} model needs a detector; dlcrun runs bottom-up "
+                "models only (use deeplabcut.analyze_videos for this one)"
+            )
+        if self._loader.model_cfg["metadata"]["unique_bodyparts"]:
+            raise InferenceError(f"{spec.project}: unique bodyparts need a multi-animal project; not supported")
         if not Path(spec.snapshot).is_file():
             raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
         self._loader.model_cfg["device"] = self.device
@@ -162,33 +218,61 @@ class Analyzer:
             batch_size=self.batch_size,
             device=self.device,
         )
+        self.engine = Engine(
+            self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
+        )
 
-    def output_prefix(self, video_stem: str) -> str:
-        return video_stem + self.spec.scorer
+    def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
+        return video_stem + self.spec.scorer + sampling.suffix
 
-    def analyze(self, video: Path, out_dir: Path, save_csv: bool = False, stem: str | None = None) -> Analysis:
-        """Write DLC's ``<stem><scorer>.h5`` and ``_meta.pickle`` (and ``.csv``) into ``out_dir``."""
+    def analyze(
+        self,
+        video: Path,
+        out_dir: Path,
+        save_csv: bool = False,
+        stem: str | None = None,
+        sampling: Sampling = FULL,
+    ) -> Analysis:
+        """Write DLC's ``<stem><scorer>.h5`` and ``_meta.pickle`` (and ``.csv``) into ``out_dir``.
+
+        Rows go to the .h5 as they come (RAM holds one batch and one chunk, never the video);
+        the .h5 index holds the original frame numbers, which a stride makes sparse.
+        """
         from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
+
+        from dlcrun.engine import RateLog
 
         cfg = self._loader.project_cfg
         cropping = [cfg["x1"], cfg["x2"], cfg["y1"], cfg["y2"]] if cfg.get("cropping", False) else None
-        try:
-            frames = dlc_videos.VideoIterator(video, cropping=cropping)
-        except (OSError, ValueError) as exc:
-            raise InferenceError(f"{video.name}: cannot open as video ({exc})") from None
-        header_frames = frames.get_n_frames()
+        stream = self.decoder.open(video, tuple(cropping) if cropping else None)
+        info = stream.info
+        stride = sampling.stride_for(info.fps)
+        prefix = self.output_prefix(stem or video.stem, sampling)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        h5 = out_dir / f"{prefix}.h5"
+        table = KeypointTable(
+            h5, self.spec.scorer, self.spec.bodyparts, len(self._loader.model_cfg["metadata"]["individuals"]),
+            expected_rows=-(-info.header_frames // stride) if info.header_frames > 0 else None,
+        )
         start = time.time()
-        predictions = self.runner.inference(images=_progress(frames, header_frames, video.name))
+        try:
+            rows = self.engine.run(stream, stride, table.add, RateLog(video.name, info.header_frames))
+        except InferenceError:
+            raise
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise InferenceError(f"{video.name}: inference failed ({type(exc).__name__}: {exc})") from exc
+        finally:
+            stream.close()
+            table.close()
         stop = time.time()
-        if not predictions:
+        decoded = stream.decoded
+        if decoded == 0:
             raise InferenceError(f"{video.name}: no frame could be decoded; the file is corrupt or not a video")
-        if len(predictions) < header_frames:
+        if decoded < info.header_frames:
             raise InferenceError(
-                f"{video.name}: decoded {len(predictions)} of the {header_frames} frames its header claims; "
+                f"{video.name}: decoded {decoded} of the {info.header_frames} frames its header claims; "
                 "the file is truncated or corrupt (re-encode or re-copy it)"
             )
-        prefix = self.output_prefix(stem or video.stem)
-        out_dir.mkdir(parents=True, exist_ok=True)
         metadata = dlc_videos._generate_metadata(
             cfg=cfg,
             pytorch_config=self._loader.model_cfg,
@@ -197,35 +281,101 @@ class Analyzer:
             batch_size=self.batch_size,
             cropping=cropping,
             runtime=(start, stop),
-            video=frames,
+            video=_MetaVideo(info),
+        )
+        metadata["data"].update(
+            stride=stride,
+            every=sampling.every,
+            frames_decoded=decoded,
+            rows=rows,
+            dlcrun={"precision": self.precision, "decoder": self.decoder.name, "engine": "dlcrun"},
         )
         meta_path = out_dir / f"{prefix}_meta.pickle"
         with open(meta_path, "wb") as fh:
             pickle.dump(metadata, fh, pickle.HIGHEST_PROTOCOL)
-        dlc_videos.create_df_from_prediction(
-            predictions=predictions,
-            dlc_scorer=self.spec.scorer,
-            multi_animal=False,
-            model_cfg=self._loader.model_cfg,
-            output_path=out_dir,
-            output_prefix=prefix,
-            save_as_csv=save_csv,
-        )
-        files = [out_dir / f"{prefix}.h5", meta_path]
+        files = [h5, meta_path]
         if save_csv:
-            files.append(out_dir / f"{prefix}.csv")
-        return Analysis(files=files, frames=len(predictions), header_frames=header_frames, seconds=stop - start)
+            files.append(write_csv(h5))
+        return Analysis(
+            files=files, frames=decoded, header_frames=info.header_frames, seconds=stop - start, rows=rows,
+            stride=stride,
+        )
 
 
-def _progress(frames: Any, total: int, name: str, every: float = 60.0) -> Any:
-    """Yield frames, logging a rate line at most once a minute: job logs stay short but alive."""
-    start = last = time.monotonic()
-    for count, frame in enumerate(frames, start=1):
-        yield frame
-        now = time.monotonic()
-        if now - last >= every:
-            last = now
-            log.info("%s: %d/%d frames, %.1f frames/s", name, count, total, count / (now - start))
+class _MetaVideo:
+    """What DLC's ``_generate_metadata`` reads from a ``VideoReader``."""
+
+    def __init__(self, info: Any):
+        self.dimensions = (info.width, info.height)
+        self.fps = info.fps
+        self._frames = info.header_frames
+
+    def get_n_frames(self, robust: bool = False) -> int:
+        return self._frames
+
+
+class KeypointTable:
+    """DLC's keypoint .h5 (key ``df_with_missing``, table format, (scorer, bodyparts, coords)
+    columns), appended in chunks so that a month-long video costs no more RAM than a minute."""
+
+    def __init__(self, path: Path, scorer: str, bodyparts: list[str], n_individuals: int,
+                 expected_rows: int | None = None, chunk: int = 4096):
+        import pandas as pd
+
+        self.path = path
+        self.columns = pd.MultiIndex.from_product(
+            [[scorer], bodyparts, ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
+        )
+        self.n_individuals = n_individuals
+        self.expected_rows = expected_rows
+        self.chunk = chunk
+        self.rows = 0
+        self._frames: list[int] = []
+        self._values: list[Any] = []
+        path.unlink(missing_ok=True)
+        self._store = pd.HDFStore(path, mode="w")
+
+    def add(self, frames: list[int], predictions: list[dict[str, Any]]) -> None:
+        for number, pred in zip(frames, predictions):
+            # exactly what create_df_from_prediction keeps of a frame
+            self._values.append(pred["bodyparts"][..., :3][: self.n_individuals].reshape(-1))
+            self._frames.append(number)
+        if len(self._frames) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+        import pandas as pd
+
+        if not self._frames:
+            return
+        df = pd.DataFrame(np.stack(self._values), columns=self.columns, index=pd.Index(self._frames, dtype="int64"))
+        self._store.append("df_with_missing", df, format="table", expectedrows=self.expected_rows or len(df))
+        self.rows += len(df)
+        self._frames, self._values = [], []
+
+    def close(self) -> int:
+        if self._store.is_open:
+            try:
+                self._flush()
+            finally:
+                self._store.close()
+        return self.rows
+
+
+def write_csv(h5: Path, chunk: int = 65536) -> Path:
+    """DLC's .csv of the .h5 (``df.to_csv``), written chunk by chunk."""
+    import pandas as pd
+
+    csv = h5.with_suffix(".csv")
+    with pd.HDFStore(h5, mode="r") as store, open(csv, "w", newline="") as fh:
+        first = True
+        for part in store.select("df_with_missing", chunksize=chunk):
+            part.to_csv(fh, header=first)
+            first = False
+        if first:  # no rows: still the header
+            store.select("df_with_missing").to_csv(fh)
+    return csv
 
 
 def count_rows(h5: Path) -> int:

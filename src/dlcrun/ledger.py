@@ -109,6 +109,7 @@ class Run:
         if not (self.path / "settings.json").is_file():
             raise RunError(f"{self.path}: not a dlcrun run directory (no settings.json)")
         self._manifest: Manifest | None = None
+        self._per_task: int | None = None
 
     @property
     def id(self) -> str:
@@ -201,17 +202,39 @@ class Run:
     def submissions(self) -> list[Submission]:
         return [Submission(**read_json(p)) for p in sorted((self.path / "submissions").glob(SUBMISSION_GLOB))]
 
-    def manifest_index(self, submission: int | None, array_index: int) -> int:
+    @property
+    def videos_per_task(self) -> int:
+        if self._per_task is None:  # settings are frozen at submit: read once
+            self._per_task = self.settings.videos_per_task
+        return self._per_task
+
+    def array_size(self, n_indices: int) -> int:
+        """Array indices for ``n_indices`` manifest lines: each takes ``videos_per_task`` of them."""
+        return -(-n_indices // self.videos_per_task)
+
+    def task_group(self, indices: list[int], array_index: int) -> list[int]:
+        """The manifest indices array index ``array_index`` processes, of a submission's ``indices``."""
+        k = self.videos_per_task
+        return indices[array_index * k : (array_index + 1) * k]
+
+    def manifest_indices(self, submission: int | None, array_index: int) -> list[int]:
+        """What array index ``array_index`` of ``submission`` processes (read from its .indices file,
+        which exists before the array is queued); without a submission, array index = manifest index."""
         if submission is None:
-            return array_index
+            return [array_index]
         path = self.path / "submissions" / f"{submission:03d}.indices"
         try:
-            lines = path.read_text().split()
+            lines = [int(x) for x in path.read_text().split()]
         except FileNotFoundError:
             raise RunError(f"{path}: missing; was the submission interrupted?") from None
-        if not 0 <= array_index < len(lines):
-            raise RunError(f"{path}: array index {array_index} out of range 0-{len(lines) - 1}")
-        return int(lines[array_index])
+        group = self.task_group(lines, array_index) if array_index >= 0 else []
+        if not group:
+            raise RunError(f"{path}: array index {array_index} out of range 0-{self.array_size(len(lines)) - 1}")
+        return group
+
+    def manifest_index(self, submission: int | None, array_index: int) -> int:
+        """The first (with videos_per_task 1, the only) manifest index of an array index."""
+        return self.manifest_indices(submission, array_index)[0]
 
     def counts(self) -> Counter[str]:
         recs = self.records()

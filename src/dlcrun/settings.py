@@ -7,10 +7,11 @@ copy, so editing dlcrun.toml while a batch is queued cannot change what the batc
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,10 +64,38 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; empty: the project's")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per index; empty: cores/max_running")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="model arithmetic: fp32 (keypoints equal DLC's), or bf16/fp16 autocast (faster)"
+    )
+    decoder: str = Field("opencv", description="video decoder: opencv (what DLC uses)")
+    videos_per_task: int = Field(
+        1, ge=1, description="manifest lines per array index: one model load, next video prefetched"
+    )
+    stride: int = Field(1, ge=1, description="analyse one frame in N (the .h5 keeps the original frame numbers)")
+    every: str | None = Field(None, description="analyse one frame every DURATION (e.g. 10s, 2min); instead of stride")
     save_csv: bool = Field(False, description="also write DLC's .csv next to the .h5")
     image: str | None = Field(None, description="Apptainer image that array indices run inside")
     engine: Literal["pytorch"] = Field("pytorch", description="DeepLabCut engine")
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("every")
+    @classmethod
+    def _every_is_a_duration(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_sampling(self) -> Settings:
+        if self.every is not None and self.stride != 1:
+            raise ValueError("stride and every both set; give one of them")
+        return self
+
+    @property
+    def every_seconds(self) -> float | None:
+        return parse_duration(self.every) if self.every is not None else None
 
     @classmethod
     def settings_customise_sources(
@@ -119,6 +148,20 @@ def _one_line(exc: ValidationError, path: Path | None) -> str:
         else:
             parts.append(f"{field}: {err['msg']}")
     return where + "; ".join(parts)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """'10s', '2.5 min', '500ms', '1h' -> seconds (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", str(text).lower())
+    if not match or match.group(2) not in {"", *_UNITS}:
+        raise ValueError(f"'{text}' is not a duration (examples: 10s, 2min, 500ms, 1h)")
+    seconds = float(match.group(1)) * _UNITS.get(match.group(2), 1.0)
+    if seconds <= 0:
+        raise ValueError(f"'{text}': the duration must be positive")
+    return seconds
 
 
 def default_scratch() -> Path:

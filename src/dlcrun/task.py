@@ -14,13 +14,18 @@ import pickle
 import shutil
 import signal
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError
-from dlcrun.inference import Analyzer, ModelSpec, count_rows, quiet_environment
+from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.manifest import output_folders
 from dlcrun.settings import default_scratch
@@ -28,6 +33,7 @@ from dlcrun.storage import basename, join, storage_for
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 SCRATCH_MARGIN = 256 * 1024 * 1024  # room for outputs and decoder buffers beside the video
 
 
@@ -71,97 +77,276 @@ class Plan:
         self.video = entries[index]
         self.stem = Path(basename(self.video)).stem
         self.spec = ModelSpec.from_dict(run.model)
+        self.sampling = Sampling(stride=settings.stride, every=settings.every_seconds)
         self.dest_dir = join(settings.dest, output_folders(entries)[index])
-        prefix = self.stem + self.spec.scorer
+        prefix = self.stem + self.spec.scorer + self.sampling.suffix
         names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + [f"{prefix}.h5"]
         self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
 
 
 def run_index(run: Run, index: int, analyzer: Analyzer | None = None) -> Record:
     """Process manifest index ``index`` of ``run`` and return its final record."""
-    settings = run.settings
-    plan = Plan(run, index)
-    previous = run.record(index)
-    if previous is not None and previous.state == "done" and _still_published(previous):
-        log.info("index %d: already done (%s), nothing to do", index, previous.outputs[-1].uri)
-        return previous
-
-    record = Record(
-        index=index,
-        video=plan.video,
-        attempts=(previous.attempts if previous else 0) + 1,
-        job_id=job_id_from_environment(),
-        host=socket.gethostname(),
-        started=now(),
-        scorer=plan.spec.scorer,
-    )
-    run.write_record(record)
-    scratch_root = settings.scratch or default_scratch()
-    workdir = scratch_root / f"dlcrun-{run.id}-{index}-{os.getpid()}"
-    quiet_environment(workdir)
-    try:
-        workdir.mkdir(parents=True)
-        done = _verified_at_destination(plan, workdir)
-        if done is not None:
-            log.info("index %d: verified outputs already at %s; not analysed again", index, plan.dest_dir)
-            record.outputs, record.frames = done
-        else:
-            _process(run, plan, record, workdir, analyzer)
-        record.state = "done"
-        record.error = ""
-    except Interrupted as exc:
-        record.state, record.error = "interrupted", str(exc)
-        raise
-    except DlcrunError as exc:
-        record.state, record.error = "failed", _one_line(str(exc))
-    except Exception as exc:  # an index must always leave a record; the traceback goes to its log
-        log.exception("index %d: unexpected error", index)
-        record.state, record.error = "failed", _one_line(f"{type(exc).__name__}: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        record.finished = now()
-        run.write_record(record)
-    return record
+    return run_indices(run, [index], analyzer)[0]
 
 
-def _process(run: Run, plan: Plan, record: Record, workdir: Path, analyzer: Analyzer | None) -> None:
-    settings = run.settings
-    source = storage_for(plan.video)
-    info = source.stat(plan.video)
-    if info is None:
-        raise StorageError(f"{plan.video}: no such video")
-    free = shutil.disk_usage(workdir).free
-    if info.size + SCRATCH_MARGIN > free:
-        raise StorageError(
-            f"{workdir.parent}: {free / 1e9:.1f} GB free, the video needs {info.size / 1e9:.1f} GB; "
-            "point scratch at a larger disk"
+def run_indices(run: Run, indices: list[int], analyzer: Analyzer | None = None) -> list[Record]:
+    """Process manifest lines in order with one loaded model; one final record per line.
+
+    Video i+1 downloads while video i is analysed and video i-1 uploads, so the model waits
+    neither for the network nor for a model load between videos. Scratch holds at most the
+    video being analysed and the next one: the next download waits until there is room.
+    """
+    return _Pipeline(run, analyzer).run(indices)
+
+
+@dataclass
+class _Job:
+    plan: Plan
+    record: Record
+    workdir: Path
+    room: threading.Event = field(default_factory=threading.Event)  # set: scratch may hold this video
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    final: bool = False
+
+
+@dataclass
+class _Staged:
+    video: Path | None = None  # on scratch, to analyse
+    verified: tuple[list[Output], int, int] | None = None  # outputs already at the destination
+
+
+class _Pipeline:
+    def __init__(self, run: Run, analyzer: Analyzer | None):
+        self.run_ = run
+        self.settings = run.settings
+        self.analyzer = analyzer
+        self._load_error: DlcrunError | None = None
+        self._load_seconds = 0.0
+
+    def run(self, indices: list[int]) -> list[Record]:
+        records: dict[int, Record] = {}
+        jobs: list[_Job] = []
+        fetching: tuple[_Job, Future[_Staged]] | None = None
+        publishing: tuple[_Job, Future[None]] | None = None
+        queue = list(indices)
+        try:
+            while queue or fetching is not None:
+                if fetching is None:
+                    fetching = self._start_next(queue, records, jobs)
+                    if fetching is None:
+                        continue
+                job, staged_future = fetching
+                fetching = None
+                _wait(staged_future)
+                try:
+                    staged = staged_future.result()
+                except Exception as exc:
+                    job.room.set()
+                    self._settle(job, exc)
+                    records[job.plan.index] = job.record
+                    continue
+                fetching = self._start_next(queue, records, jobs, after=job)
+                try:
+                    outputs = self._analyse(job, staged)
+                except Exception as exc:
+                    self._settle(job, exc)
+                    records[job.plan.index] = job.record
+                    continue
+                finally:
+                    if staged.video is not None:
+                        staged.video.unlink(missing_ok=True)
+                    if fetching is not None:
+                        fetching[0].room.set()
+                if publishing is not None:
+                    _wait(publishing[1])
+                publishing = (job, _background(self._publish, job, outputs))
+                records[job.plan.index] = job.record
+            if publishing is not None:
+                _wait(publishing[1])
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if publishing is not None:
+                _wait(publishing[1], timeout=20)  # a nearly finished upload is worth keeping
+            for job in jobs:
+                self._settle(job, exc)
+            raise
+        return [records[i] for i in indices]
+
+    def _start_next(self, queue: list[int], records: dict[int, Record], jobs: list[_Job],
+                    after: _Job | None = None) -> tuple[_Job, Future[_Staged]] | None:
+        """Open the record of the next index that needs work and start its download."""
+        while queue:
+            index = queue.pop(0)
+            job = self._begin(index)
+            if isinstance(job, Record):
+                records[index] = job
+                continue
+            jobs.append(job)
+            if after is None:
+                job.room.set()  # nothing else on scratch
+            return job, _background(self._stage_in, job)
+        return None
+
+    def _begin(self, index: int) -> _Job | Record:
+        run = self.run_
+        try:
+            plan = Plan(run, index)
+        except DlcrunError as exc:
+            record = Record(index=index, video="", state="failed", error=_one_line(str(exc)), started=now(),
+                            finished=now(), job_id=job_id_from_environment(), host=socket.gethostname())
+            if 0 <= index < len(run):
+                record.video = run.manifest.entries[index]
+                run.write_record(record)
+            return record
+        previous = run.record(index)
+        if previous is not None and previous.state == "done" and _still_published(previous):
+            log.info("index %d: already done (%s), nothing to do", index, previous.outputs[-1].uri)
+            return previous
+        record = Record(
+            index=index,
+            video=plan.video,
+            attempts=(previous.attempts if previous else 0) + 1,
+            job_id=job_id_from_environment(),
+            host=socket.gethostname(),
+            started=now(),
+            scorer=plan.spec.scorer,
         )
-    clock = time.monotonic()
-    local_video = workdir / basename(plan.video)
-    record.bytes_in = source.fetch(plan.video, local_video).size
-    record.seconds["fetch"] = round(time.monotonic() - clock, 3)
+        run.write_record(record)
+        scratch_root = self.settings.scratch or default_scratch()
+        workdir = scratch_root / f"dlcrun-{run.id}-{index}-{os.getpid()}"
+        quiet_environment(workdir)
+        return _Job(plan=plan, record=record, workdir=workdir)
 
-    clock = time.monotonic()
-    if analyzer is None:
-        analyzer = Analyzer(plan.spec, settings.batch_size, settings.device, settings.threads)
-    record.seconds["load"] = round(time.monotonic() - clock, 3)
-    analysis = analyzer.analyze(local_video, workdir / "out", settings.save_csv, stem=plan.stem)
-    record.seconds["infer"] = round(analysis.seconds, 3)
-    local_video.unlink()
+    def _stage_in(self, job: _Job) -> _Staged:
+        """Background: outputs already verified at the destination, or the video on scratch."""
+        plan, record = job.plan, job.record
+        job.workdir.mkdir(parents=True)
+        done = _verified_at_destination(plan, job.workdir)
+        if done is not None:
+            log.info("index %d: verified outputs already at %s; not analysed again", plan.index, plan.dest_dir)
+            return _Staged(verified=done)
+        source = storage_for(plan.video)
+        info = source.stat(plan.video)
+        if info is None:
+            raise StorageError(f"{plan.video}: no such video")
+        while True:
+            free = shutil.disk_usage(job.workdir).free
+            if info.size + SCRATCH_MARGIN <= free:
+                break
+            if job.room.is_set():
+                raise StorageError(
+                    f"{job.workdir.parent}: {free / 1e9:.1f} GB free, the video needs {info.size / 1e9:.1f} GB; "
+                    "point scratch at a larger disk"
+                )
+            job.room.wait()  # the video before it leaves scratch once analysed
+        clock = time.monotonic()
+        local_video = job.workdir / basename(plan.video)
+        record.bytes_in = source.fetch(plan.video, local_video).size
+        record.seconds["fetch"] = round(time.monotonic() - clock, 3)
+        return _Staged(video=local_video)
 
-    h5 = next(f for f in analysis.files if f.suffix == ".h5")
-    rows = count_rows(h5)
-    if rows != analysis.frames:
-        raise VerificationError(f"{h5.name}: {rows} rows for {analysis.frames} decoded frames; not published")
-    record.frames = analysis.frames
+    def _model(self) -> Analyzer:
+        if self.analyzer is None:
+            if self._load_error is not None:
+                raise self._load_error
+            settings = self.settings
+            clock = time.monotonic()
+            try:
+                self.analyzer = Analyzer(
+                    ModelSpec.from_dict(self.run_.model), settings.batch_size, settings.device, settings.threads,
+                    precision=settings.precision, decoder=settings.decoder,
+                )
+            except DlcrunError as exc:
+                self._load_error = exc
+                raise
+            self._load_seconds = round(time.monotonic() - clock, 3)
+        return self.analyzer
 
-    clock = time.monotonic()
-    dest = storage_for(plan.dest_dir)
-    by_name = {f.name: f for f in analysis.files}
-    for uri in plan.outputs:
-        stored = dest.put(by_name[basename(uri)], uri)
-        record.outputs.append(Output(uri=uri, size=stored.size, sha256=stored.sha256 or ""))
-    record.seconds["upload"] = round(time.monotonic() - clock, 3)
+    def _analyse(self, job: _Job, staged: _Staged) -> list[tuple[Path, str]] | None:
+        """Main thread: the model's part. Returns (local file, destination) pairs to publish."""
+        plan, record = job.plan, job.record
+        if staged.verified is not None:
+            record.outputs, record.frames, record.stride = staged.verified
+            return None
+        assert staged.video is not None
+        first_load = self.analyzer is None
+        analyzer = self._model()
+        record.seconds["load"] = self._load_seconds if first_load else 0.0
+        analysis = analyzer.analyze(
+            staged.video, job.workdir / "out", self.settings.save_csv, stem=plan.stem, sampling=plan.sampling
+        )
+        record.seconds["infer"] = round(analysis.seconds, 3)
+        record.frames, record.stride = analysis.frames, analysis.stride
+        h5 = next(f for f in analysis.files if f.suffix == ".h5")
+        rows = count_rows(h5)
+        if rows != analysis.rows:
+            raise VerificationError(f"{h5.name}: {rows} rows for {analysis.rows} analysed frames; not published")
+        by_name = {f.name: f for f in analysis.files}
+        return [(by_name[basename(uri)], uri) for uri in plan.outputs]
+
+    def _publish(self, job: _Job, outputs: list[tuple[Path, str]] | None) -> None:
+        """Background: upload (.h5 last), then the final record."""
+        try:
+            if outputs is not None:
+                clock = time.monotonic()
+                dest = storage_for(job.plan.dest_dir)
+                for local, uri in outputs:
+                    if job.final:
+                        return
+                    stored = dest.put(local, uri)
+                    job.record.outputs.append(Output(uri=uri, size=stored.size, sha256=stored.sha256 or ""))
+                job.record.seconds["upload"] = round(time.monotonic() - clock, 3)
+        except BaseException as exc:
+            self._settle(job, exc)
+        else:
+            self._settle(job, None)
+
+    def _settle(self, job: _Job, exc: BaseException | None) -> None:
+        """Write the job's final record once (whoever comes first) and clear its scratch."""
+        with job.lock:
+            if job.final:
+                return
+            job.final = True
+            record = job.record
+            if exc is None:
+                record.state, record.error = "done", ""
+            elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                record.state, record.error = "interrupted", str(exc)
+            elif isinstance(exc, DlcrunError):
+                record.state, record.error = "failed", _one_line(str(exc))
+            else:  # an index must always leave a record; the traceback goes to its log
+                log.error("index %d: unexpected error", job.plan.index, exc_info=exc)
+                record.state, record.error = "failed", _one_line(f"{type(exc).__name__}: {exc}")
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            record.finished = now()
+            self.run_.write_record(record)
+
+
+def _background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``fn`` in a daemon thread: a SIGTERM'd task exits without waiting for a download."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, name=f"dlcrun-{fn.__name__.strip('_')}", daemon=True).start()
+    return future
+
+
+def _wait(future: Future[Any], timeout: float | None = None) -> None:
+    """Wait in short steps, so that SIGTERM's handler runs in the main thread meanwhile."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not future.done():
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        try:
+            future.exception(timeout=0.2)
+        except FutureTimeout:
+            pass
 
 
 def _still_published(record: Record) -> bool:
@@ -175,11 +360,13 @@ def _still_published(record: Record) -> bool:
     return True
 
 
-def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], int] | None:
-    """Outputs left by an earlier run with the same snapshot: accepted only if they check out.
+def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], int, int] | None:
+    """Outputs left by an earlier run with the same snapshot and sampling, if they check out:
+    (outputs, frames in the video, stride).
 
-    The .h5 must hold one row per frame that its _meta.pickle says the video has; a short or
-    unreadable file is analysed again (DLC itself would skip it forever, issue 3101).
+    The .h5 must hold one row per analysed frame of the video as its _meta.pickle describes it
+    (all frames, or one in ``stride``), and that stride must be the one this run asks for; a
+    short or unreadable file is analysed again (DLC itself would skip it forever, issue 3101).
     """
     dest = storage_for(plan.dest_dir)
     found = [dest.stat(uri) for uri in plan.outputs]
@@ -193,16 +380,19 @@ def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], i
     dest.fetch(meta_uri, meta)
     try:
         with open(meta, "rb") as fh:
-            expected = int(pickle.load(fh)["data"]["nframes"])
+            data = pickle.load(fh)["data"]
+        frames = int(data.get("frames_decoded", data["nframes"]))
+        stride = int(data.get("stride", 1))
+        wanted = plan.sampling.stride_for(float(data.get("fps", 0)))
         rows = count_rows(h5)
     except (InferenceError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
         return None
     finally:
         shutil.rmtree(check, ignore_errors=True)
-    if rows != expected:
+    if stride != wanted or rows != -(-frames // stride):
         return None
     outputs = [Output(uri=f.uri, size=f.size, sha256=f.sha256 or "") for f in found if f is not None]
-    return outputs, rows
+    return outputs, frames, stride
 
 
 def _one_line(text: str) -> str:

@@ -45,10 +45,10 @@ class LocalScheduler:
             except (FileNotFoundError, json.JSONDecodeError):
                 state = {}
             alive = all(_alive(j) for j in sub.job_ids)
-            for k, manifest_index in enumerate(sub.indices):
+            for k in range(run.array_size(len(sub.indices))):
                 s = state.get(str(k), "pending")
                 if s in ("pending", "running") and alive:
-                    out[manifest_index] = s
+                    out.update((i, s) for i in run.task_group(sub.indices, k))
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
