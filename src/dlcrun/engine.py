@@ -88,6 +88,7 @@ class Engine:
         precision: str = "fp32",
         channels_last: bool = True,
         slots: int = 3,
+        tabulate: bool = True,
     ):
         if precision not in PRECISIONS:
             raise InferenceError(f"precision '{precision}' unknown (use fp32, fp16 or bf16)")
@@ -100,6 +101,7 @@ class Engine:
         self.channels_last = channels_last
         self.slots = max(2, slots)
         self.cuda = self.device.type == "cuda"
+        self.tabulate = tabulate
         self._lut: torch.Tensor | None = None
         self._lut_device: torch.Tensor | None = None
         self._copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -133,6 +135,8 @@ class Engine:
     def _fast_path(self, rgb: np.ndarray) -> tuple[bool, torch.Tensor, dict[str, Any]]:
         """DLC's tensor and context for the first frame, and whether the table reproduces it exactly."""
         reference, context = self._dlc_preprocess(rgb)
+        if not self.tabulate:
+            return False, reference, context
         if self._lut is None:
             self._lut = self._normalisation_table()
         if self._lut is None:

@@ -283,13 +283,14 @@ class Analyzer:
             runtime=(start, stop),
             video=_MetaVideo(info),
         )
-        metadata["data"].update(
-            stride=stride,
-            every=sampling.every,
-            frames_decoded=decoded,
-            rows=rows,
-            dlcrun={"precision": self.precision, "decoder": self.decoder.name, "engine": "dlcrun"},
-        )
+        metadata["dlcrun"] = {  # beside DLC's "data", which stays exactly DLC's
+            "stride": stride,
+            "every": sampling.every,
+            "frames_decoded": decoded,
+            "rows": rows,
+            "precision": self.precision,
+            "decoder": self.decoder.name,
+        }
         meta_path = out_dir / f"{prefix}_meta.pickle"
         with open(meta_path, "wb") as fh:
             pickle.dump(metadata, fh, pickle.HIGHEST_PROTOCOL)

@@ -380,10 +380,11 @@ def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], i
     dest.fetch(meta_uri, meta)
     try:
         with open(meta, "rb") as fh:
-            data = pickle.load(fh)["data"]
-        frames = int(data.get("frames_decoded", data["nframes"]))
-        stride = int(data.get("stride", 1))
-        wanted = plan.sampling.stride_for(float(data.get("fps", 0)))
+            metadata = pickle.load(fh)
+        data, ours = metadata["data"], metadata.get("dlcrun", {})  # no "dlcrun": DLC wrote it, full rate
+        frames = int(ours.get("frames_decoded", data["nframes"]))
+        stride = int(ours.get("stride", 1))
+        wanted = plan.sampling.stride_for(float(data.get("fps") or 0))
         rows = count_rows(h5)
     except (InferenceError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
         return None
