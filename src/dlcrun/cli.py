@@ -83,7 +83,9 @@ def init(
 @app.command()
 @friendly
 def manifest(
-    sheet: Annotated[Path, typer.Argument(help=".xlsx or .csv listing videos")],
+    sheet: Annotated[Optional[Path], typer.Argument(help=".xlsx or .csv listing videos (or use --from)")] = None,
+    from_: Annotated[Optional[str], typer.Option(
+        "--from", help="a folder or URI to list instead of a sheet, e.g. dropbox:/Videos/2026-10")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
     column: Annotated[Optional[str], typer.Option(help="column holding the video locations")] = None,
     root: Annotated[Optional[str], typer.Option(help="folder or URI that relative entries are under")] = None,
@@ -91,14 +93,30 @@ def manifest(
     until: Annotated[Optional[str], typer.Option(help="keep videos recorded up to this date (whole day)/time")] = None,
     camera: Annotated[Optional[list[str]], typer.Option(help="keep these cameras (repeatable)")] = None,
     time_column: Annotated[Optional[str], typer.Option(help="column holding the recording date/time")] = None,
+    dates: Annotated[str, typer.Option(help="with --from: --since/--until compare 'modified' time or 'name'")] = "modified",
+    recursive: Annotated[bool, typer.Option(help="with --from: include sub-folders")] = False,
     dayfirst: Annotated[bool, typer.Option(help="read 01/02/2020 as 1 February")] = False,
     sheet_name: Annotated[Optional[str], typer.Option("--sheet", help="worksheet (default: the first)")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Turn a spreadsheet of videos into a validated manifest (nothing is written on error)."""
-    from dlcrun.manifest import manifest_from_list, read_sheet, write_manifest
+    """Turn a spreadsheet of videos, or a folder listing, into a validated manifest (nothing is written on error)."""
+    from dlcrun.manifest import manifest_from_folder, manifest_from_list, read_sheet, write_manifest
     from dlcrun.settings import load_settings
+    from dlcrun.storage import basename
 
+    if (sheet is None) == (from_ is None):
+        raise DlcrunError("give a spreadsheet or --from FOLDER (one of them)")
+    if from_ is not None:
+        if column or camera or time_column or sheet_name or root:
+            raise DlcrunError("--column, --camera, --time-column, --sheet and --root apply to spreadsheets, not --from")
+        result = manifest_from_folder(from_, recursive=recursive, since=since, until=until, dates=dates,
+                                      dayfirst=dayfirst)
+        name = basename(from_.rstrip("/"))
+        target = output or Path("manifests") / f"{name if name not in ('', '.', '..') else 'listing'}.txt"
+        write_manifest(target, result)
+        out.print(f"{len(result.entries)} videos from {from_} -> {target}")
+        return
+    assert sheet is not None
     settings = load_settings(config)
     parsed = read_sheet(sheet, sheet_name)
     result = manifest_from_list(
@@ -114,6 +132,30 @@ def manifest(
     target = output or Path("manifests") / f"{sheet.stem}.txt"
     write_manifest(target, result)
     out.print(f"{len(result.entries)} videos from {len(parsed.rows)} rows -> {target}")
+
+
+auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+
+
+@auth_app.command("dropbox")
+@friendly
+def auth_dropbox(
+    app_key: Annotated[Optional[str], typer.Option(
+        envvar="DLCRUN_DROPBOX_APP_KEY", help="your Dropbox app's key (App Console -> your app -> Settings)")] = None,
+) -> None:
+    """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600."""
+    from dlcrun.storage.dropbox import authorize
+
+    key = app_key or typer.prompt("Dropbox app key")
+
+    def ask(url: str) -> str:
+        out.print("1. Open this URL (log in to Dropbox if asked) and click Allow:")
+        out.print(f"   {url}", markup=False, highlight=False, soft_wrap=True)
+        return str(typer.prompt("2. Paste the authorization code here"))
+
+    path, account = authorize(key, ask)
+    out.print(f"saved a refresh token for {account} in {path} (mode 0600); access tokens are refreshed from it")
 
 
 @app.command()
