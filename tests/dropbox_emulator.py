@@ -270,7 +270,10 @@ class DropboxEmulator:
         token = (header or "").removeprefix("Bearer ").strip()
         with self.lock:
             found = self.access.get(token)
-        problem = "invalid_access_token" if found is None else "expired_access_token" if found[1] < dt.datetime.now() else ""
+        if found is None:
+            problem = "invalid_access_token"
+        else:
+            problem = "expired_access_token" if found[1] < dt.datetime.now() else ""
         if problem:
             return Reply.json({"error_summary": problem + "/", "error": {".tag": problem}}, 401)
         return None

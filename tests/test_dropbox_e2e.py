@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from dropbox_emulator import DropboxEmulator
 from typer.testing import CliRunner
 
 from dlcrun import batch
@@ -22,6 +21,7 @@ from dlcrun.inference import count_rows
 from dlcrun.manifest import date_in_name
 from dlcrun.settings import load_settings
 from dlcrun.storage.dropbox import TEMP_MARK
+from dropbox_emulator import DropboxEmulator
 
 pytestmark = pytest.mark.dropbox
 
@@ -135,7 +135,8 @@ def test_array_run_from_dropbox_to_dropbox(
     # No secret in the run directory (settings, records, logs), the manifests, or any output.
     out, err = capfd.readouterr()
     texts = [auth_output, made.output, out, err]
-    texts += [p.read_bytes().decode(errors="replace") for p in _files_under(run.path) + _files_under(tmp_path / "manifests")]
+    written = _files_under(run.path) + _files_under(tmp_path / "manifests")
+    texts += [p.read_bytes().decode(errors="replace") for p in written]
     everything = "\n".join(texts)
     assert len(dropbox_emulator.issued) >= 3, "expected the refresh token and per-task access tokens"
     for secret in dropbox_emulator.issued:

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from dropbox_emulator import DropboxEmulator
 from typer.testing import CliRunner
 
 from dlcrun.batch import check_sources
@@ -15,6 +14,7 @@ from dlcrun.cli import app
 from dlcrun.errors import ManifestError, StorageError
 from dlcrun.manifest import Manifest, date_in_name, manifest_from_listing, read_manifest
 from dlcrun.storage import StoredObject
+from dropbox_emulator import DropboxEmulator
 
 
 def noon(day: int, month: int = 10) -> float:
@@ -101,7 +101,8 @@ def test_cli_manifest_from_dropbox_then_check_sources(
         month = 9 if day == 28 else 10
         dropbox_emulator.put_file(f"/Videos/2026-10/cam1_{month:02d}-{day:02d}.mp4", b"v" * size,
                                   dt.datetime(2026, month, day, 12, tzinfo=utc))
-    dropbox_emulator.put_file("/Videos/2026-10/.cam1_10-04.mp4.dlcrun-part-7", b"partial", dt.datetime(2026, 10, 4, tzinfo=utc))
+    partial = "/Videos/2026-10/.cam1_10-04.mp4.dlcrun-part-7"
+    dropbox_emulator.put_file(partial, b"partial", dt.datetime(2026, 10, 4, tzinfo=utc))
     dropbox_emulator.page_size = 1
 
     result = CliRunner().invoke(

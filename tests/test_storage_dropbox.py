@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from dropbox_emulator import DropboxEmulator, content_hash
 
 from dlcrun.errors import ConfigError, StorageError
 from dlcrun.storage import storage_for
@@ -25,6 +24,7 @@ from dlcrun.storage.dropbox import (
     token_path,
     write_token_file,
 )
+from dropbox_emulator import DropboxEmulator, content_hash
 
 CHUNK = 64 * 1024
 
@@ -185,7 +185,7 @@ def test_put_recovers(dropbox_emulator: DropboxEmulator, tmp_path: Path, route: 
 
 
 @pytest.mark.dropbox
-def test_single_request_upload_recovers_from_a_corrupted_copy(dropbox_emulator: DropboxEmulator, tmp_path: Path) -> None:
+def test_single_upload_recovers_from_a_corrupted_copy(dropbox_emulator: DropboxEmulator, tmp_path: Path) -> None:
     (tmp_path / "m.pickle").write_bytes(b"metadata" * 10)
     store = storage(dropbox_emulator)
     dropbox_emulator.inject("files/upload", "corrupt")

@@ -67,7 +67,7 @@ ATTEMPTS = 6  # per call; 2+4+8+16+32 s of backoff (with jitter) before giving u
 BACKOFF = 2.0
 MAX_WAIT = 900.0  # the longest Retry-After honoured
 TEMP_MARK = ".dlcrun-part-"
-AUTH_HINT = "revoked or expired? run `dlcrun auth dropbox` again (or set DLCRUN_DROPBOX_REFRESH_TOKEN and DLCRUN_DROPBOX_APP_KEY)"
+AUTH_HINT = f"revoked or expired? run `dlcrun auth dropbox` again (or set {ENV_REFRESH_TOKEN} and {ENV_APP_KEY})"
 
 
 class ContentHasher:
