@@ -138,8 +138,18 @@ def test_missing_folder_is_an_error_naming_the_row(tmp_path: Path) -> None:
 def test_no_video_at_all_is_an_error(tmp_path: Path) -> None:
     _, root = lab_sheet(tmp_path)
     sheet = write_xlsx(tmp_path / "s.xlsx", HEADER, [["cam1", "1-Jan-2021", "2-Jan-2021"]])
-    with pytest.raises(ManifestError, match="no row's window matches a video"):
+    with pytest.raises(ManifestError, match="no row's window matches a video .*1 video names did not match"):
         select(read_sheet(sheet), root=str(root))
+
+
+def test_overlapping_rows_list_each_video_once(tmp_path: Path) -> None:
+    _, root = lab_sheet(tmp_path)
+    sheet = write_xlsx(tmp_path / "s.xlsx", HEADER, [["cam1", "26-Oct-2020", "26-Oct-2020"],
+                                                    ["cam1", "26-Oct-2020", "27-Oct-2020"]])
+    found = select(read_sheet(sheet), root=str(root))
+    assert [v.uri for v in found.videos] == expected(root, IN_WINDOW[:4])
+    assert [len(r.videos) for r in found.rows] == [2, 4]
+    assert "row 3: 2 video(s) already selected by row 2 (overlapping windows); listed once" in found.warnings
 
 
 @pytest.mark.parametrize(
@@ -157,6 +167,15 @@ def test_no_video_at_all_is_an_error(tmp_path: Path) -> None:
 )
 def test_dates_in_the_forms_labs_write(text: object, dayfirst: bool, day: dt.datetime) -> None:
     assert parse_day(text, dayfirst) == day
+
+
+def test_dayfirst_settles_ambiguous_dates_in_a_csv_sheet(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "v", {"c": {"c_2020-01-02_10-00-00.mp4": 1, "c_2020-02-01_10-00-00.mp4": 1}})
+    sheet = tmp_path / "s.csv"
+    sheet.write_text("folder,start,end\nc,01/02/2020,01/02/2020\n")
+    for dayfirst, name in [(False, "c_2020-01-02_10-00-00.mp4"), (True, "c_2020-02-01_10-00-00.mp4")]:
+        found = select(read_sheet(sheet), root=str(root), dayfirst=dayfirst)
+        assert [v.uri for v in found.videos] == [str(root / "c" / name)]
 
 
 @pytest.mark.parametrize("text", ["sometime", "3", "Oct 2020", ""])

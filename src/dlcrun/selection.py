@@ -490,9 +490,10 @@ def select(
                 chosen[v.uri] = row.number
                 videos.append(v)
     if not videos:
+        unmatched = sum(len(f.unmatched) for f in folders.values())
         raise ManifestError(
-            f"{sheet.path}: no row's window matches a video under {base} "
-            f"(checked {len(results)} rows; check --root and --name-pattern '{pattern}')"
+            f"{sheet.path}: no row's window matches a video under {base} (checked {len(results)} rows; "
+            f"{unmatched} video names did not match --name-pattern '{pattern}')"
         )
     if probe:
         durations = probe_durations(v.uri for v in videos)
