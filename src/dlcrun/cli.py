@@ -399,6 +399,66 @@ def demo(
     run_demo(workdir, n_videos=videos, console=out)
 
 
+project_app = typer.Typer(help="Move a DeepLabCut project between machines (paths rewritten).", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+
+
+@project_app.command("pack")
+@friendly
+def project_pack(
+    project: Annotated[Path, typer.Argument(help="DeepLabCut project folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="archive to write (.tar.gz)")],
+    with_snapshots: Annotated[bool, typer.Option(help="include trained snapshots (.pt)")] = False,
+) -> None:
+    """config.yaml, labelled data and shuffle definitions; no videos, no old models."""
+    from dlcrun.project import pack
+
+    archive = pack(project, output, with_snapshots=with_snapshots)
+    out.print(f"packed {project} -> {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+
+
+@project_app.command("unpack")
+@friendly
+def project_unpack(
+    archive: Annotated[Path, typer.Argument(help="archive from dlcrun project pack")],
+    to: Annotated[Path, typer.Option("--to", help="folder to unpack into")],
+    videos: Annotated[Optional[Path], typer.Option(help="where the project's videos will live")] = None,
+) -> None:
+    """Unpack and rewrite project_path, video_sets and the shuffles' paths; never overwrites."""
+    from dlcrun.project import unpack
+
+    target = unpack(archive, to, videos=videos)
+    out.print(f"unpacked -> {target}")
+    out.print(f"use it with: dlcrun submit MANIFEST --project {target}")
+
+
+@app.command()
+@friendly
+def models(
+    project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated."""
+    from dlcrun.project import list_models
+    from dlcrun.settings import load_settings
+
+    folder = project or load_settings(config).project
+    if folder is None:
+        raise DlcrunError("no project: pass --project or set project in dlcrun.toml")
+    found = list_models(folder)
+    if not found:
+        out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse"):
+        table.add_column(col)
+    for m in found:
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
+                      fmt(m.train_rmse), fmt(m.test_rmse))
+    out.print(table)
+
+
 def main() -> None:
     app()
 

@@ -9,6 +9,7 @@ them once, keeping the files' comments (ruamel round trip).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -67,8 +68,6 @@ def pack(project: Path, archive: Path, with_snapshots: bool = False) -> Path:
             blob = json.dumps(info, indent=2).encode()
             member = tarfile.TarInfo(f"{project.name}/{PACK_INFO}")
             member.size = len(blob)
-            import io
-
             tar.addfile(member, io.BytesIO(blob))
         os.replace(tmp, archive)
     finally:
@@ -162,7 +161,6 @@ class ModelInfo:
     epochs: int | None
     train_rmse: float | None
     test_rmse: float | None
-    selected: bool
 
 
 def list_models(project: Path) -> list[ModelInfo]:
@@ -202,7 +200,6 @@ def list_models(project: Path) -> list[ModelInfo]:
                     epochs=epochs,
                     train_rmse=found.get("train rmse"),
                     test_rmse=found.get("test rmse"),
-                    selected=False,
                 )
             )
     return out
