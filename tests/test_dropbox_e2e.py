@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.inference import count_rows
-from dlcrun.manifest import date_in_name
 from dlcrun.settings import load_settings
 from dlcrun.storage.dropbox import TEMP_MARK
 from dropbox_emulator import DropboxEmulator
@@ -86,7 +85,7 @@ def test_array_run_from_dropbox_to_dropbox(
 
     names = ["cam1_2026-10-02_10-00-00.mp4", "cam2_2026-10-02_11-00-00.mp4", "cam1_2026-09-28_10-00-00.mp4"]
     for video in tiny_videos(names=names, frames=6):
-        when = date_in_name(video.name).replace(tzinfo=dt.timezone.utc)  # type: ignore[union-attr]
+        when = dt.datetime.strptime(video.stem.split("_", 1)[1], "%Y-%m-%d_%H-%M-%S").replace(tzinfo=dt.timezone.utc)
         dropbox_emulator.put_file(f"/Videos/2026-10/{video.name}", video.read_bytes(), when)
     made = CliRunner().invoke(app, ["manifest", "--from", "dropbox:/Videos/2026-10", "--since", "2026-10-01",
                                     "--dates", "name", "-o", "manifests/batch.txt"])

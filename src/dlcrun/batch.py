@@ -114,20 +114,24 @@ def status(run: Run) -> Status:
         by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
     for name, jobs in by_scheduler.items():
         live.update(scheduler_for(name).states(run, jobs))
-    submitted = {i for sub in run.submissions() for i in sub.indices}
+    last_submitted: dict[int, str] = {}
+    for sub in run.submissions():
+        last_submitted.update((i, sub.submitted) for i in sub.indices)
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
-        if rec is not None and rec.state in FINAL:
+        # A final record counts unless a later submission has the index queued or running again.
+        if rec is not None and rec.state in FINAL and (i not in live or rec.finished >= last_submitted.get(i, "")):
             states[i] = rec.state
-        elif rec is not None:  # a running record whose job the scheduler no longer has died hard
-            states[i] = "running" if live.get(i) == "running" or i in live else "lost"
-            if states[i] == "lost":
-                rec.error = rec.error or "the task stopped without recording a result (killed?)"
         elif i in live:
             states[i] = "queued" if live[i] == "pending" else "running"
+        elif rec is not None and rec.state not in FINAL:  # running, but its job is gone: it died hard
+            states[i] = "lost"
+            rec.error = rec.error or "the task stopped without recording a result (killed?)"
+        elif rec is not None:
+            states[i] = rec.state
         else:
-            states[i] = "pending" if i not in submitted else "lost"
+            states[i] = "lost" if i in last_submitted else "pending"
     return Status(run=run, states=states, records=records, counts=Counter(states.values()))
 
 

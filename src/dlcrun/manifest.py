@@ -11,14 +11,13 @@ import csv
 import datetime as dt
 import os
 import posixpath
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlcrun.errors import ManifestError
-from dlcrun.storage import StoredObject, basename, join, scheme_of, sha256_file, storage_for
+from dlcrun.storage import join, scheme_of, sha256_file
 
 VIDEO_COLUMNS = ("video", "videos", "path", "video_path", "file", "filename", "uri", "location")
 TIME_COLUMNS = ("datetime", "start", "start_time", "timestamp", "recorded", "date", "time")
@@ -215,82 +214,6 @@ def manifest_from_list(
         f"column: {video_col}" + (f"; filters: {' '.join(filters)}" if filters else ""),
     ]
     return Manifest(entries=entries, header=header)
-
-
-# A date (and optionally a time) written into a file name: 2026-10-03, 20261003, 2026_10_03,
-# then _12-00-00, T120000, 12h00m... Digits on either side rule out longer numbers.
-_NAME_WHEN = re.compile(
-    r"(?<!\d)(\d{4})[-_.]?(\d{2})[-_.]?(\d{2})"
-    r"(?:[T_ .-]?(\d{2})[-_.:h]?(\d{2})(?:[-_.:m]?(\d{2}))?)?(?!\d)"
-)
-
-
-def date_in_name(name: str) -> dt.datetime | None:
-    """The first valid date(-time) in a file name, e.g. cam1_2026-10-03_14-05-00.mp4."""
-    for match in _NAME_WHEN.finditer(name):
-        y, mo, d, h, mi, sec = (int(g) if g else 0 for g in match.groups())
-        try:
-            return dt.datetime(y, mo, d, h, mi, sec)
-        except ValueError:
-            continue
-    return None
-
-
-def manifest_from_listing(
-    objects: Iterable[StoredObject],
-    *,
-    source: str,
-    since: str | None = None,
-    until: str | None = None,
-    dates: str = "modified",
-    extensions: Sequence[str] = VIDEO_EXTENSIONS,
-    dayfirst: bool = False,
-) -> Manifest:
-    """A manifest of the videos in a folder listing (any storage backend), in name order.
-
-    ``dates`` says what --since/--until compare against: ``modified`` (the storage's time:
-    Dropbox's server_modified, a file's mtime; read in this machine's time zone) or ``name``
-    (a date written in the file name, for cameras that name files by recording time).
-    """
-    if dates not in ("modified", "name"):
-        raise ManifestError(f"--dates: '{dates}' is not one of modified, name")
-    lo, hi = _bound(since, False, dayfirst), _bound(until, True, dayfirst)
-    filtering = lo is not None or hi is not None
-    wanted = tuple(e.lower() for e in extensions)
-    entries: list[str] = []
-    undated: list[str] = []
-    seen = 0
-    for obj in objects:
-        name = basename(obj.uri)
-        if not name.lower().endswith(wanted):
-            continue
-        seen += 1
-        if filtering:
-            when = date_in_name(name) if dates == "name" else (
-                dt.datetime.fromtimestamp(obj.mtime) if obj.mtime is not None else None
-            )
-            if when is None:
-                undated.append(name)
-                continue
-            if (lo is not None and when < lo) or (hi is not None and when > hi):
-                continue
-        entries.append(obj.uri)
-    if undated:
-        shown = ", ".join(undated[:3]) + (f" and {len(undated) - 3} more" if len(undated) > 3 else "")
-        hint = "; filter with --dates modified instead" if dates == "name" else ""
-        raise ManifestError(f"{source}: no date for {shown}{hint}")
-    if not entries:
-        what = f"{seen} videos, none in the date range" if seen else f"no videos ({', '.join(extensions)})"
-        raise ManifestError(f"{source}: {what}")
-    filters = [f"since={since}"] * bool(since) + [f"until={until}"] * bool(until)
-    header = [f"listing: {source}" + (f"; filters: {' '.join(filters)} on {dates}" if filters else "")]
-    return Manifest(entries=sorted(entries), header=header)
-
-
-def manifest_from_folder(location: str, *, recursive: bool = False, **filters: Any) -> Manifest:
-    """List a folder (a path, relative to here, or a URI such as dropbox:/Videos) into a manifest."""
-    folder = resolve_location(location, os.getcwd())
-    return manifest_from_listing(storage_for(folder).list(folder, recursive=recursive), source=folder, **filters)
 
 
 def resolve_location(text: str, base: str) -> str:
