@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dlcrun.errors import ConfigError, StorageError
-from dlcrun.storage import storage_for
+from dlcrun.storage import Storage, storage_for
 from dlcrun.storage.dropbox import (
     BLOCK_SIZE,
     ContentHasher,
@@ -65,6 +65,7 @@ def test_uri_to_dropbox_path() -> None:
     assert to_path("dropbox://Videos/a.mp4") == "/Videos/a.mp4"
     assert to_path("dropbox:/Keypoints/") == "/Keypoints"
     assert to_path("dropbox:/") == to_path("dropbox:") == ""
+    assert isinstance(storage_for("dropbox:/Videos/a.mp4"), Storage), "registered for dropbox: and complete"
 
 
 @pytest.mark.dropbox

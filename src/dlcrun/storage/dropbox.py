@@ -240,7 +240,7 @@ def _sdk() -> Any:
         import dropbox.session
     except ImportError:
         raise ConfigError("the dropbox package is not installed: pip install -r requirements.lock") from None
-    if host and host not in (dropbox.session.API_HOST, dropbox.session.API_CONTENT_HOST):
+    if host and {dropbox.session.API_HOST, dropbox.session.API_CONTENT_HOST} != {host}:
         raise ConfigError(
             f"{ENV_API_HOST}={host} was set after the dropbox SDK was imported (it uses "
             f"{dropbox.session.API_HOST}); set it before starting Python"
