@@ -498,9 +498,11 @@ class DropboxStorage:
         except ApiError as exc:
             self._discard(tmp)
             raise self._refused(uri, "upload", exc) from None
-        except BaseException:
+        except Exception:
             self._discard(tmp)
             raise
+        # An interrupt (SIGTERM at the time limit) skips the clean-up call, which could outlast the
+        # scheduler's grace period; the hidden temporary name is ignored by list() and by readers.
         stored = self._stored(meta)
         return StoredObject(uri=uri, size=stored.size, mtime=stored.mtime, sha256=sha256)
 
