@@ -121,20 +121,22 @@ def demo_analyzer(demo_project: Path):
 
 @pytest.mark.slow
 def test_batches_that_do_not_divide_the_video(demo_analyzer, tmp_path: Path) -> None:
-    """Batch sizes 1, 5, 8 and 64 over 23 frames; tabulated and per-frame pre-processing; a
-    table written in chunks of 4 rows: all give the same .h5."""
+    """Batch sizes 1, 5, 8 and 64 over 23 frames; tabulated and per-frame pre-processing; one
+    model stream or three concurrent ones; a table written in chunks of 4 rows: all give the
+    same .h5, in frame order."""
     from dlcrun.demo import write_video
     from dlcrun.engine import Engine
     from dlcrun.inference import KeypointTable
 
     video = write_video(tmp_path / "v.mp4", frames=23)
     results = []
-    for batch_size, tabulate, chunk in [(1, True, 4096), (5, True, 4), (8, False, 4096), (64, False, 7)]:
+    for batch_size, tabulate, chunk, workers in [(1, True, 4096, 1), (5, True, 4, 3), (1, True, 4096, 3),
+                                                 (8, False, 4096, 2), (64, False, 7, 1)]:
         stream = demo_analyzer.decoder.open(video)
-        h5 = tmp_path / f"out-{batch_size}.h5"
+        h5 = tmp_path / f"out-{batch_size}-{workers}.h5"
         spec = demo_analyzer.spec
         table = KeypointTable(h5, spec.scorer, spec.bodyparts, 1, expected_rows=23, chunk=chunk)
-        engine = Engine(demo_analyzer.runner, "cpu", batch_size, tabulate=tabulate)
+        engine = Engine(demo_analyzer.runner, "cpu", batch_size, tabulate=tabulate, workers=workers)
         assert engine.run(stream, 1, table.add) == 23
         assert table.close() == 23 and stream.decoded == 23
         stream.close()

@@ -38,9 +38,13 @@ _END = object()
 
 @dataclass
 class Batch:
+    seq: int  # order in the video
     frames: list[int]  # original frame numbers
     slot: int  # buffer in the pool
     contexts: list[dict[str, Any]]  # DLC pre-processing context, one per frame
+
+
+Sink = Callable[[list[int], list[dict[str, np.ndarray]]], None]
 
 
 class BufferPool:
@@ -89,6 +93,7 @@ class Engine:
         channels_last: bool = True,
         slots: int = 3,
         tabulate: bool = True,
+        workers: int | None = None,
     ):
         if precision not in PRECISIONS:
             raise InferenceError(f"precision '{precision}' unknown (use fp32, fp16 or bf16)")
@@ -102,6 +107,9 @@ class Engine:
         self.slots = max(2, slots)
         self.cuda = self.device.type == "cuda"
         self.tabulate = tabulate
+        if workers is None:  # CPU: one single-threaded model stream per core given to torch
+            workers = 1 if self.device.type != "cpu" else torch.get_num_threads()
+        self.workers = max(1, workers) if self.device.type == "cpu" else 1
         self._lut: torch.Tensor | None = None
         self._lut_device: torch.Tensor | None = None
         self._copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -146,7 +154,7 @@ class Engine:
 
     # -- the pipeline ---------------------------------------------------------------------
 
-    def run(self, stream: VideoStream, stride: int, sink: Callable[[list[int], list[dict[str, np.ndarray]]], None],
+    def run(self, stream: VideoStream, stride: int, sink: Sink,
             progress: Callable[[int], None] | None = None) -> int:
         """Analyse every ``stride``-th frame of ``stream``; ``sink(frames, predictions)`` gets each
         batch's DLC post-processed predictions in frame order. Returns frames analysed."""
@@ -157,27 +165,102 @@ class Engine:
             target=self._produce, args=(stream, stride, ready, stop, state), name="dlcrun-decoder", daemon=True
         )
         producer.start()
-        analysed = 0
-        pending: tuple[list[int], list[dict[str, Any]], dict[str, Any], Any] | None = None
         try:
-            while True:
-                item = self._next(ready, producer)
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                outputs, done = self._forward(item, state)
-                if pending is not None:
-                    analysed += self._finish(*pending, sink)
-                    if progress:
-                        progress(analysed)
-                pending = (item.frames, item.contexts, outputs, done)
-            if pending is not None:
-                analysed += self._finish(*pending, sink)
+            if self.workers > 1:
+                return self._run_workers(ready, stop, state, producer, sink, progress)
+            return self._run_here(ready, state, producer, sink, progress)
         finally:
             stop.set()
             producer.join(timeout=10)
+
+    def _run_here(self, ready: queue.Queue[Any], state: dict[str, Any], producer: threading.Thread,
+                  sink: Sink, progress: Callable[[int], None] | None) -> int:
+        """One model stream (GPU, or CPU with one worker): batch k is post-processed while the
+        device computes batch k+1."""
+        analysed = 0
+        pending: tuple[Batch, dict[str, Any], Any] | None = None
+        while True:
+            item = self._next(ready, producer)
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            outputs, done = self._forward(item, state)
+            if pending is not None:
+                analysed += self._finish(*pending, sink)
+                if progress:
+                    progress(analysed)
+            pending = (item, outputs, done)
+        if pending is not None:
+            analysed += self._finish(*pending, sink)
         return analysed
+
+    def _run_workers(self, ready: queue.Queue[Any], stop: threading.Event, state: dict[str, Any],
+                     producer: threading.Thread, sink: Sink, progress: Callable[[int], None] | None) -> int:
+        """CPU throughput mode: ``workers`` threads, each running whole batches single-threaded
+        (``threads // workers`` torch threads). On a few cores this beats one forward pass
+        split over all of them, which waits at every op for its slowest thread; the arithmetic
+        per frame is the same. Results are put back in frame order here."""
+        results: queue.Queue[Any] = queue.Queue()
+        threads = max(1, torch.get_num_threads() // self.workers)
+        workers = [
+            threading.Thread(target=self._work, args=(ready, results, stop, state, threads), daemon=True,
+                             name=f"dlcrun-model-{i}")
+            for i in range(self.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        analysed, expected, finished = 0, 0, 0
+        waiting: dict[int, tuple[Batch, dict[str, Any]]] = {}
+        try:
+            while finished < len(workers):
+                try:
+                    item = results.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(w.is_alive() for w in workers) and results.empty():
+                        raise InferenceError("the model threads stopped without a result") from None
+                    continue
+                if item is _END:
+                    finished += 1
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                batch, outputs = item
+                waiting[batch.seq] = (batch, outputs)
+                while expected in waiting:
+                    batch, outputs = waiting.pop(expected)
+                    analysed += self._finish(batch, outputs, None, sink)
+                    expected += 1
+                    if progress:
+                        progress(analysed)
+            if waiting:
+                raise InferenceError(f"batches {sorted(waiting)} came back without batch {expected}")
+            return analysed
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=30)
+
+    def _work(self, ready: queue.Queue[Any], results: queue.Queue[Any], stop: threading.Event,
+              state: dict[str, Any], threads: int) -> None:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)  # this thread's OpenMP team only
+        try:
+            while not stop.is_set():
+                try:
+                    item = ready.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if item is _END or isinstance(item, BaseException):
+                    ready.put(item)  # for the other workers
+                    results.put(item if isinstance(item, BaseException) else _END)
+                    return
+                outputs, _ = self._forward(item, state)
+                results.put((item, outputs))
+        except BaseException as exc:
+            results.put(exc)
+        finally:
+            torch.set_num_threads(previous)
 
     def _next(self, ready: queue.Queue[Any], producer: threading.Thread) -> Any:
         while True:
@@ -196,11 +279,12 @@ class Engine:
             pool: BufferPool | None = None
             fast = False
             shared: dict[str, Any] = {}
+            seq = 0
             for number, rgb in stream.frames(stride):
                 if pool is None:
                     fast, first, shared = self._fast_path(rgb)
                     shape = (self.batch_size, *rgb.shape) if fast else (self.batch_size, *first.shape)
-                    pool = BufferPool(self.slots, shape, torch.uint8 if fast else torch.float32, pin=self.cuda)
+                    pool = BufferPool(self.slots + self.workers - 1, shape, torch.uint8 if fast else torch.float32, pin=self.cuda)
                     state.update(pool=pool, fast=fast)
                     log.debug("pre-processing %s", "tabulated (uint8 to the device)" if fast else "per frame (DLC)")
                 if slot is None:
@@ -217,12 +301,12 @@ class Engine:
                     contexts.append(context)
                 frames.append(number)
                 if len(frames) == self.batch_size:
-                    ready.put(Batch(frames, slot, contexts))
-                    frames, contexts, slot = [], [], None
+                    ready.put(Batch(seq, frames, slot, contexts))
+                    frames, contexts, slot, seq = [], [], None, seq + 1
                 if stop.is_set():
                     return
             if frames and slot is not None:
-                ready.put(Batch(frames, slot, contexts))
+                ready.put(Batch(seq, frames, slot, contexts))
             ready.put(_END)
         except BaseException as exc:  # handed to the consumer, which raises it
             ready.put(exc)
@@ -271,22 +355,21 @@ class Engine:
             done.record(torch.cuda.current_stream(self.device))
         return host_predictions, done
 
-    def _finish(self, frames: list[int], contexts: list[dict[str, Any]], outputs: dict[str, Any], done: Any,
-                sink: Callable[[list[int], list[dict[str, np.ndarray]]], None]) -> int:
+    def _finish(self, batch: Batch, outputs: dict[str, Any], done: Any, sink: Sink) -> int:
         """DLC's post-processing, frame by frame, as ``InferenceRunner._extract_results`` does it."""
         if done is not None:
             done.synchronize()
         arrays = {head: {name: t.numpy() for name, t in preds.items()} for head, preds in outputs.items()}
         results = []
-        for b, context in enumerate(contexts):
+        for b, context in enumerate(batch.contexts):
             frame_predictions = [{head: {name: a[b] for name, a in preds.items()} for head, preds in arrays.items()}]
             if self.postprocessor is not None:
                 processed, _ = self.postprocessor(frame_predictions, context)
             else:
                 processed = frame_predictions[0]
             results.append(processed)
-        sink(frames, results)
-        return len(frames)
+        sink(batch.frames, results)
+        return len(batch.frames)
 
 
 def _apply_table(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
