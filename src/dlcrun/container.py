@@ -19,4 +19,11 @@ def exec_prefix(run: Run) -> list[str]:
         binds.append(str(settings.project))
     if settings.dest and settings.dest.startswith("/"):
         binds.append(settings.dest)
-    return ["apptainer", "exec", "--nv", "--bind", ",".join(dict.fromkeys(binds)), settings.image]
+    return image_prefix(settings.image, binds)
+
+
+def image_prefix(image: str | None, binds: list[str]) -> list[str]:
+    """The ``apptainer exec`` words for ``image`` with ``binds`` (training jobs use it too)."""
+    if not image:
+        return []
+    return ["apptainer", "exec", "--nv", "--bind", ",".join(dict.fromkeys(binds)), image]
