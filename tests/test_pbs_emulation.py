@@ -37,8 +37,9 @@ VALUED = {"-N", "-J", "-t", "-r", "-j", "-o", "-e", "-v", "-l", "-q", "-A", "-W"
 class EmulatedPbs:
     """Emulation of a PBS Pro or Torque server and its MoM, driven through qsub/qstat/qdel argv."""
 
-    def __init__(self, torque: bool):
+    def __init__(self, torque: bool, node: Path):
         self.torque = torque
+        self.node = node  # where MoM makes each job's TMPDIR
         self.sequence = 700
         self.calls: list[list[str]] = []
         self.states: dict[str, str] = {}  # subjob id -> Q / R / F
@@ -99,7 +100,7 @@ class EmulatedPbs:
                 sub_env = dict(env, PBS_JOBID=job, PBS_JOBNAME=name, PBS_O_WORKDIR=os.getcwd())
                 if index is not None:
                     sub_env["PBS_ARRAYID" if self.torque else "PBS_ARRAY_INDEX"] = str(index)
-                tmpdir = Path(tempfile.mkdtemp(prefix="pbs.emu."))  # MoM's per-job TMPDIR
+                tmpdir = Path(tempfile.mkdtemp(prefix="pbs.", dir=self.node))  # MoM's per-job TMPDIR
                 sub_env["TMPDIR"] = str(tmpdir)
                 log = out_dir / f"{name}.o{job.split('.')[0]}"
                 with open(log, "ab") as fh:
@@ -135,9 +136,10 @@ class EmulatedPbs:
         return 0, "", ""
 
 
-def emulated(flavor: Flavor) -> tuple[str, EmulatedPbs]:
+def emulated(flavor: Flavor, node: Path) -> tuple[str, EmulatedPbs]:
     """Register '<flavor>-emulation' (the registry's public door) bound to one emulated server."""
-    server = EmulatedPbs(torque=flavor is TORQUE)
+    node.mkdir()
+    server = EmulatedPbs(torque=flavor is TORQUE, node=node)
     name = f"{flavor.name}-emulation"
     register(name)(lambda: PbsScheduler(replace(flavor, name=name), runner=server))
     return name, server
@@ -178,7 +180,7 @@ def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
     tmp_path: Path, demo_project: Path, tiny_videos, path_with_dlcrun: None
 ) -> None:
     """PBS Pro emulation: -J array with %2, PBS_ARRAY_INDEX; a one-index resubmit is a plain job."""
-    name, server = emulated(PRO)
+    name, server = emulated(PRO, tmp_path / "node")
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4", "c.mp4"])
     videos[1].write_bytes(os.urandom(4096))
     run = start(tmp_path, demo_project, videos, name, max_running=2)
@@ -205,7 +207,7 @@ def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
 
 def test_torque_array_emulation(tmp_path: Path, demo_project: Path, tiny_videos, path_with_dlcrun: None) -> None:
     """Torque emulation: -t array with %1 and PBS_ARRAYID."""
-    name, server = emulated(TORQUE)
+    name, server = emulated(TORQUE, tmp_path / "node")
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4"])
     run = start(tmp_path, demo_project, videos, name, max_running=1)
     sub = batch.submit(run)
