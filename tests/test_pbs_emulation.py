@@ -79,7 +79,8 @@ class EmulatedPbs:
         seq = self.sequence
         job = f"{seq}[].emu" if spec is not None else f"{seq}.emu"
         variables = dict(v.split("=", 1) for v in ",".join(opts.get("-v", [])).split(",") if v)
-        env = {**(os.environ if "-V" in opts else {"PATH": os.environ["PATH"]}), **variables}
+        login = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/bin:/usr/bin:/bin"}  # a login shell's
+        env = {**(os.environ if "-V" in opts else login), **variables}
         ids = [f"{seq}[{i}].emu" if i is not None else job for i in indices]
         with self.lock:
             self.states.update((i, "Q") for i in ids)
@@ -199,7 +200,7 @@ def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
     again = batch.resubmit(run)
     assert again is not None and again.indices == [1] and again.job_ids == ["702.emu"]
     plain = server.calls[-1]
-    assert plain[0] == "qsub" and "-J" not in plain and plain[plain.index("-v") + 1].endswith(",PBS_ARRAY_INDEX=0")
+    assert plain[0] == "qsub" and "-J" not in plain and "PBS_ARRAY_INDEX=0" in plain[plain.index("-v") + 1].split(",")
     final, _ = wait_for(run)
     assert final.counts["done"] == 3 and run.record(1).attempts == 2
     assert not list((tmp_path / "scratch").iterdir())

@@ -28,6 +28,7 @@ from dlcrun.schedulers.slurm import SlurmScheduler, parse_squeue
 from dlcrun.settings import Resources, load_settings
 
 DATA = Path(__file__).parent / "data" / "schedulers"
+SOFTWARE = "PATH=/opt/dlc/bin:/usr/bin:/bin,VIRTUAL_ENV=/opt/dlc"
 RES = Resources(gpus=1, cpus=4, mem="16G", time="04:00:00", partition="gpu", account="lab")
 
 
@@ -178,6 +179,16 @@ def test_parse_squeue_skips_non_array_rows() -> None:
 # ---------------------------------------------------------------- PBS Pro and Torque
 
 
+@pytest.fixture(autouse=True)
+def software_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known submitting environment: PBS jobs get PATH and friends through -v, never -V."""
+    for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", "/opt/dlc/bin:/usr/bin:/bin")
+    monkeypatch.setenv("VIRTUAL_ENV", "/opt/dlc")
+    monkeypatch.setenv("DROPBOX_TOKEN", "secret-must-not-travel")
+
+
 def test_pbs_pro_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:
     run = make_run(tmp_path, scheduler="pbs")
     runner = Recorder(qsub=(0, "5001[].pbs01\n", ""))
@@ -185,11 +196,12 @@ def test_pbs_pro_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:
     r = str(run.path)
     assert runner.calls == [
         [
-            "qsub", "-N", "dlcrun-RUN", "-J", "0-2%2", "-r", "y", "-j", "oe", "-o", f"{r}/logs/", "-V",
-            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1", "-l", "select=1:ncpus=4:mem=16gb:ngpus=1",
+            "qsub", "-N", "dlcrun-RUN", "-J", "0-2%2", "-r", "y", "-j", "oe", "-o", f"{r}/logs/",
+            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}", "-l", "select=1:ncpus=4:mem=16gb:ngpus=1",
             "-l", "walltime=04:00:00", "-q", "gpu", "-A", "lab", f"{r}/submissions/001.pbs",
         ]
     ]
+    assert not any("secret" in word for word in runner.calls[0]), "the environment does not travel (-V)"
     golden("array.pbs.rendered", (run.path / "submissions" / "001.pbs").read_text(), tmp_path)
 
 
@@ -200,8 +212,8 @@ def test_torque_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:
     r = str(run.path)
     assert runner.calls == [
         [
-            "qsub", "-N", "dlcrun-RUN", "-t", "0-2%1", "-r", "y", "-j", "oe", "-o", f"{r}/logs/", "-V",
-            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1", "-l", "nodes=1:ppn=2", "-l", "mem=500mb",
+            "qsub", "-N", "dlcrun-RUN", "-t", "0-2%1", "-r", "y", "-j", "oe", "-o", f"{r}/logs/",
+            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}", "-l", "nodes=1:ppn=2", "-l", "mem=500mb",
             "-l", "walltime=01:00:00", f"{r}/submissions/001.torque",
         ]
     ]
@@ -217,7 +229,7 @@ def test_pbs_pro_single_index_is_a_plain_job_and_splits_chain(tmp_path: Path) ->
     first, second, third = runner.calls
     assert first[first.index("-J") + 1] == "0-1%2" and "-W" not in first
     assert second[second.index("-J") + 1] == "2-3%2" and second[second.index("-W") + 1] == "depend=afterany:1[].s"
-    assert "-J" not in third and third[third.index("-v") + 1].endswith(",PBS_ARRAY_INDEX=4")
+    assert "-J" not in third and "PBS_ARRAY_INDEX=4" in third[third.index("-v") + 1].split(",")
     assert third[third.index("-W") + 1] == "depend=afterany:2[].s"
 
 
@@ -260,8 +272,8 @@ def test_pbs_training_lines(tmp_path: Path) -> None:
         argv = ["dlcrun", "train-task", "--workdir", str(workdir)]
         assert PbsScheduler(flavor, runner).submit_training(workdir, argv, RES) == "31.pbs01"
         assert runner.calls[-1] == [
-            "qsub", "-N", "dlcrun-train-T", "-j", "oe", "-o", f"{workdir}/logs/", "-V", "-v",
-            f"DLCRUN_TRAIN={workdir}", *resources, "-q", "gpu", "-A", "lab", f"{workdir}/train.pbs",
+            "qsub", "-N", "dlcrun-train-T", "-j", "oe", "-o", f"{workdir}/logs/", "-v",
+            f"DLCRUN_TRAIN={workdir},{SOFTWARE}", *resources, "-q", "gpu", "-A", "lab", f"{workdir}/train.pbs",
         ]
     golden("train.pbs.rendered", (workdir / "train.pbs").read_text(), tmp_path)
 

@@ -46,6 +46,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _memory_mb() -> int:
+    """A little under this machine's memory: slurmd drains a node that has less than configured."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(int(line.split()[1]) / 1024 * 0.9)
+    return 2000
+
+
 def _pids(paths: list[Path]) -> list[int]:
     return [int(p.read_text().split()[0]) for p in paths if p.is_file() and p.read_text().strip()]
 
@@ -95,7 +103,7 @@ JobCompLoc={d}/log/jobcomp.txt
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MaxArraySize=1001
-NodeName=localhost CPUs={os.cpu_count() or 1} RealMemory=4000 State=UNKNOWN
+NodeName=localhost CPUs={os.cpu_count() or 1} RealMemory={_memory_mb()} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
     )

@@ -16,6 +16,8 @@ when throttled.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +39,12 @@ from dlcrun.schedulers.scripts import (
 )
 from dlcrun.settings import Resources
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_ARRAY_SIZE = 10000
+# What the job needs from the submitting shell to find the same dlcrun. Not -V: PBS lists a job's
+# variables in `qstat -f`, which other users of the cluster can often read.
+SOFTWARE_ENV = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX")
 _PENDING = set("QHWTSU")
 _RUNNING = set("R")
 _GONE = re.compile(r"Unknown Job Id|Job has finished|finished job", re.IGNORECASE)
@@ -107,7 +114,7 @@ class PbsScheduler:
                 argv += [flavor.array_flag, flavor.array_range(first, count, max_running)]
             else:  # what PBS Pro would set in a subjob
                 variables.append(f"PBS_ARRAY_INDEX={first}")
-            argv += ["-r", "y", "-j", "oe", "-o", f"{run.path / 'logs'}/", "-V", "-v", ",".join(variables)]
+            argv += ["-r", "y", "-j", "oe", "-o", f"{run.path / 'logs'}/", "-v", ",".join(variables + software_env())]
             argv += flavor.resources(run.settings.resources)
             if first and max_running:
                 argv += ["-W", f"depend={flavor.depend}:{PREVIOUS}"]
@@ -170,9 +177,21 @@ class PbsScheduler:
         script_path = workdir / "train.pbs"
         write_script(script_path, render("train.pbs", argv))
         command = ["qsub", "-N", job_name("dlcrun-train", workdir.name), "-j", "oe", "-o", f"{workdir / 'logs'}/"]
-        command += ["-V", "-v", export_value("DLCRUN_TRAIN", str(workdir))]
+        command += ["-v", ",".join([export_value("DLCRUN_TRAIN", str(workdir)), *software_env()])]
         command += [*self.flavor.resources(resources), str(script_path)]
         return parse_job_id(checked(self.runner, command))
+
+
+def software_env() -> list[str]:
+    """``NAME=value`` of SOFTWARE_ENV variables set here; -v cannot carry a value with a comma."""
+    found = []
+    for name in SOFTWARE_ENV:
+        value = os.environ.get(name)
+        if value and "," not in value:
+            found.append(f"{name}={value}")
+        elif value:
+            log.warning("%s not passed to the job: it contains a comma; set it in the job script", name)
+    return found
 
 
 def _sequence(job_id: str) -> str:
