@@ -221,3 +221,19 @@ def test_torque_array_emulation(tmp_path: Path, demo_project: Path, tiny_videos,
         f"a{run.model['scorer']}.h5", f"b{run.model['scorer']}.h5"
     ]
     assert {r.job_id for r in final.records.values()} == {f"{sub.job_ids[0].split('[')[0]}[{k}].emu" for k in range(2)}
+
+
+def test_refused_submission_leaves_no_run_directory(tmp_path: Path, demo_project: Path, tiny_videos) -> None:
+    """Not an emulation: the real qsub is absent here, so the submit fails and nothing is kept."""
+    from typer.testing import CliRunner
+
+    from dlcrun.cli import app
+
+    if shutil.which("qsub"):
+        pytest.skip("qsub is installed here; this test needs it absent")
+    videos = tiny_videos(tmp_path / "videos", ["a.mp4"])
+    manifest = write_manifest(tmp_path / "batch.txt", Manifest(entries=[str(v) for v in videos]))
+    shown = CliRunner().invoke(app, ["submit", str(manifest), "--project", str(demo_project), "--dest",
+                                     str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--scheduler", "pbs"])
+    assert shown.exit_code == 1 and "qsub: command not found" in shown.output
+    assert not list((tmp_path / "runs").iterdir())

@@ -331,7 +331,11 @@ def submit(
     out.print(f"  model   {model['scorer']}  ({Path(model['snapshot']).name})")
     if preflight:
         out.print(f"  videos  {preflight.videos}, {preflight.total_bytes / 1e9:.2f} GB to stage")
-    sub = batch.submit(run)
+    try:
+        sub = batch.submit(run)
+    except DlcrunError:
+        shutil.rmtree(run.path, ignore_errors=True)  # nothing was queued: leave no run behind
+        raise
     out.print(f"  {sub.scheduler} array of {len(sub.indices)}: {', '.join(sub.job_ids)}")
     if wait if wait is not None else sub.scheduler == "local":
         _follow(run)
