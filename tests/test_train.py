@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dlcrun.cli import app
 from dlcrun.errors import ConfigError
+from dlcrun.inference import pin_model
 from dlcrun.settings import load_settings
 from dlcrun.training import latest_snapshot, start_training
 
@@ -56,3 +57,15 @@ def test_local_train_continues_from_the_newest_snapshot(tmp_path: Path, demo_pro
     assert not (workdir / "init.pt").exists(), "an existing snapshot is the starting point"
     log = (workdir / "logs" / "train.out").read_text()
     assert f"starting from {start}" in log and "Epoch 1/1" in log
+
+    # Evaluation ran and its choice is what a later batch uses by default.
+    chosen = result["selected"]
+    assert chosen["snapshot"] == Path(result["snapshot"]).name and chosen["test_rmse"] >= 0
+    assert (start.parent / "dlcrun-selected.json").is_file()
+    shutil.copy(start.parent / chosen["snapshot"], start.parent / "snapshot-099.pt")  # newer, never evaluated
+    assert pin_model(project).snapshot.endswith(chosen["snapshot"])
+    assert pin_model(project, snapshot="-1").snapshot.endswith("snapshot-099.pt"), "--snapshot still wins"
+    (start.parent / "dlcrun-selected.json").unlink()
+    assert pin_model(project).snapshot.endswith("snapshot-099.pt"), "without a choice: config.yaml's index"
+    listed = CliRunner().invoke(app, ["models", "--project", str(project)])
+    assert listed.exit_code == 0 and "snapshot-099.pt" in listed.output and "yes" not in listed.output

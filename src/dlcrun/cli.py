@@ -478,6 +478,8 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
+    evaluate: Annotated[bool, typer.Option(
+        help="evaluate the new snapshot and select the best for later batches")] = True,
     runs_dir: RunsDirOpt = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="wait for the snapshot (local default)")] = None,
     config: ConfigOpt = None,
@@ -492,7 +494,7 @@ def train(
     )
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
     settings = settings.model_copy(update={"resources": settings.resources.model_copy(update={"gpus": wanted})})
-    job = start_training(settings, epochs=epochs, weights=weights)
+    job = start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate)
     out.print(f"training job {job.request.job_id} ({job.request.scheduler}) in {job.workdir}")
     out.print(f"  log     {job.workdir / 'logs'}")
     if not (wait if wait is not None else job.request.scheduler == "local"):
@@ -504,6 +506,9 @@ def train(
     if outcome["state"] != "done":
         raise DlcrunError(f"training {outcome['state']}: {outcome.get('error', '')} (log in {job.workdir / 'logs'})")
     out.print(f"  snapshot {outcome['snapshot']}")
+    if outcome.get("selected"):
+        chosen = outcome["selected"]
+        out.print(f"  selected {chosen['snapshot']} (test RMSE {chosen['test_rmse']:.2f} px) for later batches")
 
 
 @app.command("train-task", hidden=True)
@@ -582,12 +587,12 @@ def models(
         out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse"):
-        table.add_column(col)
+    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse", "selected"):
+        table.add_column(col, no_wrap=col == "snapshot", min_width=22 if col == "snapshot" else None)
     for m in found:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
-                      fmt(m.train_rmse), fmt(m.test_rmse))
+                      fmt(m.train_rmse), fmt(m.test_rmse), "yes" if m.selected else "")
     out.print(table)
 
 

@@ -45,6 +45,7 @@ class TrainRequest:
     batch_size: int | None = None
     device: str = "auto"
     weights: str | None = None
+    evaluate: bool = True
     scheduler: str = "local"
     job_id: str = ""
     submitted: str = ""
@@ -56,7 +57,9 @@ class Training:
     request: TrainRequest
 
 
-def start_training(settings: Settings, epochs: int | None = None, weights: Path | None = None) -> Training:
+def start_training(
+    settings: Settings, epochs: int | None = None, weights: Path | None = None, evaluate: bool = True
+) -> Training:
     """Create a training directory and submit its job to ``settings.scheduler``."""
     if settings.project is None:
         raise ConfigError("no DeepLabCut project: pass --project or set project in dlcrun.toml")
@@ -81,6 +84,7 @@ def start_training(settings: Settings, epochs: int | None = None, weights: Path 
         batch_size=settings.batch_size,
         device=settings.device,
         weights=str(weights.resolve()) if weights is not None else None,
+        evaluate=evaluate,
         scheduler=settings.scheduler,
     )
     write_json(workdir / REQUEST, asdict(request))
@@ -122,6 +126,10 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
                 weights=Path(request.weights) if request.weights else None,
                 workdir=workdir,
             )
+            if request.evaluate:
+                outcome["selected"] = evaluate_and_select(
+                    Path(request.project), request.shuffle, request.trainingsetindex, snapshot, request.device
+                )
         outcome.update(state="done", snapshot=str(snapshot))
     except Interrupted as exc:
         outcome.update(state="interrupted", error=str(exc))
@@ -185,6 +193,49 @@ def train(
     if not written:
         raise DlcrunError(f"{loader.model_folder}: training ended without writing a snapshot (epochs 0?)")
     return max(written, key=lambda p: p.stat().st_mtime)
+
+
+def evaluate_and_select(
+    project: Path, shuffle: int, trainingsetindex: int, snapshot: Path, device: str = "auto"
+) -> dict[str, Any]:
+    """DLC's evaluate_network on the new snapshot, then record the shuffle's best evaluated one.
+
+    The choice (lowest test RMSE; the newer on a tie) goes to ``dlcrun-selected.json`` beside the
+    snapshots, which ``submit`` uses when no --snapshot is given: later batches get the best
+    network without anyone editing config.yaml's positional ``snapshotindex``.
+    """
+    import deeplabcut
+
+    from dlcrun.inference import SELECTED_FILE, _loader, resolve_device
+    from dlcrun.project import list_models
+
+    loader = _loader(Path(project), shuffle, trainingsetindex)
+    deeplabcut.evaluate_network(
+        str(Path(project) / "config.yaml"),
+        shuffles=[shuffle],
+        trainingsetindex=trainingsetindex,
+        snapshots_to_evaluate=[snapshot.stem],
+        device=resolve_device(device),
+        show_errors=False,
+    )
+    scored = [
+        m
+        for m in list_models(project)
+        if m.shuffle == shuffle and abs(m.train_fraction - loader.train_fraction) < 1e-6 and m.test_rmse is not None
+    ]
+    if not scored:
+        raise DlcrunError(f"{loader.model_folder}: evaluate_network wrote no test error for {snapshot.name}")
+    best = min(scored, key=lambda m: (m.test_rmse, -(m.epochs or 0)))
+    choice = {
+        "snapshot": best.snapshot,
+        "epochs": best.epochs,
+        "test_rmse": best.test_rmse,
+        "train_rmse": best.train_rmse,
+        "selected": now(),
+    }
+    write_json(loader.model_folder / SELECTED_FILE, choice)
+    log.info("selected %s (test RMSE %.2f px) for later batches", best.snapshot, best.test_rmse)
+    return choice
 
 
 def latest_snapshot(model_folder: Path) -> Path | None:
