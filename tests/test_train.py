@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dlcrun import batch
 from dlcrun.cli import app
+from dlcrun.demo import write_video
 from dlcrun.errors import ConfigError
 from dlcrun.inference import pin_model
+from dlcrun.manifest import Manifest, write_manifest
 from dlcrun.settings import load_settings
+from dlcrun.task import run_index
 from dlcrun.training import latest_snapshot, start_training
 
 
@@ -65,6 +69,12 @@ def test_local_train_continues_from_the_newest_snapshot(tmp_path: Path, demo_pro
     shutil.copy(start.parent / chosen["snapshot"], start.parent / "snapshot-099.pt")  # newer, never evaluated
     assert pin_model(project).snapshot.endswith(chosen["snapshot"])
     assert pin_model(project, snapshot="-1").snapshot.endswith("snapshot-099.pt"), "--snapshot still wins"
+    video = write_video(tmp_path / "videos" / "v.mp4", frames=6)
+    manifest = write_manifest(tmp_path / "m.txt", Manifest(entries=[str(video)]))
+    settings = load_settings(None, project=project, dest=str(tmp_path / "k"), runs_dir=tmp_path / "runs")
+    run, _ = batch.start_run(manifest, settings)
+    assert Path(run.model["snapshot"]).name == chosen["snapshot"]
+    assert run_index(run, 0).state == "done", "the trained snapshot analyses a video"
     (start.parent / "dlcrun-selected.json").unlink()
     assert pin_model(project).snapshot.endswith("snapshot-099.pt"), "without a choice: config.yaml's index"
     listed = CliRunner().invoke(app, ["models", "--project", str(project)])
