@@ -15,12 +15,12 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from spython.main.parse.parsers import DockerParser, SingularityParser
@@ -120,7 +120,8 @@ def test_install_script_installs_exactly_the_lock_of_each_engine() -> None:
     assert "tensorflow) LOCK=$SRC/requirements-tensorflow.lock" in script
     assert re.search(r'pip install -q --no-deps --only-binary=:all: \$index -r "\$requirements"', script)
     assert "$pip check" in script
-    bad = subprocess.run(["sh", str(ROOT / "container" / "install.sh"), "deps", "caffe"], capture_output=True, text=True)
+    script = str(ROOT / "container" / "install.sh")
+    bad = subprocess.run(["sh", script, "deps", "caffe"], capture_output=True, text=True)
     assert bad.returncode == 2 and "ENGINE must be pytorch or tensorflow" in bad.stderr
 
 
@@ -152,7 +153,7 @@ def test_make_image_dry_run_prints_each_builders_commands() -> None:
     bases = makefile_bases()
     apptainer = make_image("DRY_RUN=1", "BUILDER=apptainer")
     assert apptainer.returncode == 0, apptainer.stderr
-    assert f"+ apptainer build " in apptainer.stdout
+    assert "+ apptainer build " in apptainer.stdout
     assert f"--build-arg BASE={bases['pytorch']} --build-arg ENGINE=pytorch" in apptainer.stdout
     assert apptainer.stdout.rstrip().endswith("dlc.sif container/dlc.def")
 

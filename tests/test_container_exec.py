@@ -38,7 +38,8 @@ def make_run(tmp_path: Path, **settings: object) -> Run:
     (tmp_path / "out").mkdir(exist_ok=True)
     entries = [str(v) for v in videos] + ["dropbox:/lab/c.mp4"]
     base = Settings(project=project, dest=str(tmp_path / "out" / "keypoints"), runs_dir=tmp_path / "runs")
-    return Run.create(base.runs_dir, base.model_copy(update=settings), Manifest(entries), {"snapshot": str(snapshot)}, "t")
+    model = {"snapshot": str(snapshot)}
+    return Run.create(base.runs_dir, base.model_copy(update=settings), Manifest(entries), model, "t")
 
 
 def run_emulated(tmp_path: Path, argv: list[str], scratch: Path) -> dict:
@@ -87,7 +88,8 @@ def test_emulation_index_runs_in_apptainer_with_node_scratch_binds_and_caches(tm
     project = tmp_path / "lab share" / "project"
     assert binds[0] == str(node_scratch)  # expanded on the node, not at submit
     # keypoints/ does not exist yet: its existing parent is bound (Apptainer refuses missing sources)
-    assert sorted(binds[1:]) == sorted([str(run.path.parent), str(project), str(tmp_path / "videos"), str(tmp_path / "out")])
+    expected = [run.path.parent, project, tmp_path / "videos", tmp_path / "out"]
+    assert sorted(binds[1:]) == sorted(map(str, expected))
     cache = node_scratch / "dlcrun-cache"
     envs = [argv[i + 1] for i, word in enumerate(argv) if word == "--env"]
     assert envs == [f"XDG_CACHE_HOME={cache}", f"MPLCONFIGDIR={cache}/matplotlib", "PYTHONNOUSERSITE=1", "PYTHONPATH="]

@@ -282,7 +282,7 @@ def task(
 @app.command()
 @friendly
 def doctor(
-    scratch: Annotated[Optional[Path], typer.Option(help="scratch folder to check (default: settings, then $TMPDIR)")] = None,
+    scratch: Annotated[Optional[Path], typer.Option(help="scratch to check (default: settings, then $TMPDIR)")] = None,
     gpu: Annotated[Optional[bool], typer.Option(
         "--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)")] = None,
     min_free: Annotated[float, typer.Option(help="GB that scratch must have free")] = 1.0,
