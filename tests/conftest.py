@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# The loopback Dropbox API emulation (tests/dropbox_emulator.py): binds at configure time,
+# before anything imports the dropbox SDK, which reads its hosts once at import.
+pytest_plugins = ["dropbox_emulator"]
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OPENFIELD = SHARED / "fixtures" / "openfield"

@@ -39,20 +39,47 @@ def test_scratch_writable_missing_and_too_full(tmp_path: Path) -> None:
     assert full.status == "fail" and "below 1e+09 GB" in full.detail
 
 
-def test_dropbox_checked_only_when_used(listener: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    monkeypatch.delenv("https_proxy", raising=False)
+TOKEN = "refresh-token-that-must-never-be-printed"
+
+
+@pytest.fixture
+def dropbox_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTPS_PROXY", "https_proxy", "DLCRUN_DROPBOX_API_HOST", "DLCRUN_DROPBOX_ACCESS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no token file there
+    monkeypatch.setenv("DLCRUN_DROPBOX_APP_KEY", "appkey")
+    monkeypatch.setenv("DLCRUN_DROPBOX_REFRESH_TOKEN", TOKEN)
+
+
+def test_dropbox_checked_only_when_used(listener: tuple[str, int], dropbox_env: None) -> None:
     assert check_dropbox(Settings(dest="/data/out"), listener, 1.0) is None
     used = Settings(source="dropbox:/lab/videos", dest="/data/out")
-    assert check_dropbox(used, listener, 1.0).status == "ok"
+    ok = check_dropbox(used, listener, 1.0)
+    assert ok.status == "ok" and "credentials from DLCRUN_DROPBOX_REFRESH_TOKEN" in ok.detail
     down = check_dropbox(used, closed_port(), 1.0)
     assert down.status == "fail" and "unreachable within 1 s" in down.detail
+    assert TOKEN not in ok.detail + down.detail
 
 
-def test_dropbox_through_the_https_proxy(listener: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dropbox_endpoint_from_the_backends_host_override_and_the_proxy(
+    listener: tuple[str, int], dropbox_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used = Settings(dest="dropbox:/lab/keypoints")
+    monkeypatch.setenv("DLCRUN_DROPBOX_API_HOST", f"{listener[0]}:{listener[1]}")
+    assert check_dropbox(used, None, 1.0).status == "ok"
+    monkeypatch.setenv("DLCRUN_DROPBOX_API_HOST", "{}:{}".format(*closed_port()))
+    assert check_dropbox(used, None, 1.0).status == "fail"
     monkeypatch.setenv("HTTPS_PROXY", f"http://{listener[0]}:{listener[1]}")
-    got = check_dropbox(Settings(dest="dropbox:/lab/keypoints"), closed_port(), 1.0)
+    got = check_dropbox(used, None, 1.0)
     assert got.status == "ok" and "via the HTTPS proxy" in got.detail
+
+
+def test_dropbox_without_credentials_fails_naming_the_fix(
+    listener: tuple[str, int], dropbox_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DLCRUN_DROPBOX_REFRESH_TOKEN")
+    got = check_dropbox(Settings(dest="dropbox:/lab/keypoints"), listener, 1.0)
+    assert got.status == "fail" and "dlcrun auth dropbox" in got.detail
 
 
 def test_image_outside_and_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,8 +126,10 @@ def test_cli_reports_the_stack_one_line_each_and_fails_on_what_is_required(tmp_p
 
     host, port = closed_port()
     dropbox = doctor("--scratch", str(tmp_path), "--min-free", "0.001", "--timeout", "1",
-                     DLCRUN_DEST="dropbox:/lab/keypoints", HTTPS_PROXY=f"http://{host}:{port}")
-    assert dropbox.returncode == 1 and "fail dropbox" in dropbox.stdout
+                     DLCRUN_DEST="dropbox:/lab/keypoints", HTTPS_PROXY=f"http://{host}:{port}",
+                     DLCRUN_DROPBOX_APP_KEY="appkey", DLCRUN_DROPBOX_REFRESH_TOKEN=TOKEN)
+    assert dropbox.returncode == 1 and "fail dropbox" in dropbox.stdout and "unreachable" in dropbox.stdout
+    assert TOKEN not in dropbox.stdout + dropbox.stderr
 
     if not torch.cuda.is_available():
         no_gpu = doctor("--scratch", str(tmp_path), "--min-free", "0.001", "--gpu")

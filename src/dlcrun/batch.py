@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +26,15 @@ class Preflight:
 
 
 def check_sources(manifest: Manifest) -> Preflight:
-    """Every manifest line must exist before a single GPU hour is spent on it."""
+    """Every manifest line must exist before a single GPU hour is spent on it.
+
+    Stats run a few at a time: for a cloud backend each is a round trip, and thousands of
+    them one after another take minutes.
+    """
     missing, total = [], 0
-    for entry in manifest.entries:
-        found = storage_for(entry).stat(entry)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found_all = list(pool.map(lambda entry: storage_for(entry).stat(entry), manifest.entries))
+    for entry, found in zip(manifest.entries, found_all):
         if found is None:
             missing.append(entry)
         else:
@@ -114,20 +120,24 @@ def status(run: Run) -> Status:
         by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
     for name, jobs in by_scheduler.items():
         live.update(scheduler_for(name).states(run, jobs))
-    submitted = {i for sub in run.submissions() for i in sub.indices}
+    last_submitted: dict[int, str] = {}
+    for sub in run.submissions():
+        last_submitted.update((i, sub.submitted) for i in sub.indices)
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
-        if rec is not None and rec.state in FINAL:
+        # A final record counts unless a later submission has the index queued or running again.
+        if rec is not None and rec.state in FINAL and (i not in live or rec.finished >= last_submitted.get(i, "")):
             states[i] = rec.state
-        elif rec is not None:  # a running record whose job the scheduler no longer has died hard
-            states[i] = "running" if live.get(i) == "running" or i in live else "lost"
-            if states[i] == "lost":
-                rec.error = rec.error or "the task stopped without recording a result (killed?)"
         elif i in live:
             states[i] = "queued" if live[i] == "pending" else "running"
+        elif rec is not None and rec.state not in FINAL:  # running, but its job is gone: it died hard
+            states[i] = "lost"
+            rec.error = rec.error or "the task stopped without recording a result (killed?)"
+        elif rec is not None:
+            states[i] = rec.state
         else:
-            states[i] = "pending" if i not in submitted else "lost"
+            states[i] = "lost" if i in last_submitted else "pending"
     return Status(run=run, states=states, records=records, counts=Counter(states.values()))
 
 

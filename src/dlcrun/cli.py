@@ -80,40 +80,199 @@ def init(
     out.print(f"wrote {path}")
 
 
+RootOpt = Annotated[Optional[str], typer.Option(help="folder or URI that relative entries and folders are under")]
+ColumnsOpt = Annotated[Optional[str], typer.Option(
+    help="selection sheet columns, e.g. folder=Tank,start=From,end=To (default: matched by name)")]
+NamePatternOpt = Annotated[Optional[str], typer.Option(
+    help="file names with their start time (default settings.name_pattern: {camera}_{start:%Y-%m-%d_%H-%M-%S})")]
+OverlapOpt = Annotated[bool, typer.Option(help="also keep, per row, the last video started before the window")]
+MtimeOpt = Annotated[bool, typer.Option(help="time names that do not match the pattern by their modification time")]
+DayfirstOpt = Annotated[bool, typer.Option(help="read 01/02/2020 as 1 February")]
+SheetNameOpt = Annotated[Optional[str], typer.Option("--sheet", help="worksheet (default: the first)")]
+
+
 @app.command()
 @friendly
 def manifest(
-    sheet: Annotated[Path, typer.Argument(help=".xlsx or .csv listing videos")],
+    sheet: Annotated[Optional[Path], typer.Argument(
+        help=".xlsx or .csv: a list of videos, or folder + start + end rows (or --from instead)")] = None,
+    from_: Annotated[Optional[str], typer.Option(
+        "--from", help="list this folder or URI instead of reading a sheet, e.g. dropbox:/Videos/2026-10")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
-    column: Annotated[Optional[str], typer.Option(help="column holding the video locations")] = None,
-    root: Annotated[Optional[str], typer.Option(help="folder or URI that relative entries are under")] = None,
-    since: Annotated[Optional[str], typer.Option(help="keep videos recorded at or after this date/time")] = None,
-    until: Annotated[Optional[str], typer.Option(help="keep videos recorded up to this date (whole day)/time")] = None,
-    camera: Annotated[Optional[list[str]], typer.Option(help="keep these cameras (repeatable)")] = None,
-    time_column: Annotated[Optional[str], typer.Option(help="column holding the recording date/time")] = None,
-    dayfirst: Annotated[bool, typer.Option(help="read 01/02/2020 as 1 February")] = False,
-    sheet_name: Annotated[Optional[str], typer.Option("--sheet", help="worksheet (default: the first)")] = None,
+    column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the video locations")] = None,
+    root: RootOpt = None,
+    since: Annotated[Optional[str], typer.Option(help="list sheets, --from: keep videos recorded at or after this")] = None,
+    until: Annotated[Optional[str], typer.Option(help="list sheets, --from: keep videos up to this date/time")] = None,
+    camera: Annotated[Optional[list[str]], typer.Option(help="list sheets: keep these cameras (repeatable)")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the date/time")] = None,
+    columns: ColumnsOpt = None,
+    name_pattern: NamePatternOpt = None,
+    overlap: OverlapOpt = False,
+    mtime_fallback: MtimeOpt = False,
+    probe: Annotated[bool, typer.Option(help="selection sheets: read local videos' durations for the summary")] = False,
+    dates: Annotated[str, typer.Option(
+        help="--from: --since/--until compare each file's 'modified' time or the start time in its 'name'")] = "modified",
+    recursive: Annotated[bool, typer.Option(help="--from: include sub-folders")] = False,
+    dayfirst: DayfirstOpt = False,
+    sheet_name: SheetNameOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Turn a spreadsheet of videos into a validated manifest (nothing is written on error)."""
+    """Turn a spreadsheet, or a folder listing, into a validated manifest (nothing is written on error).
+
+    A list sheet has a video/path column. A selection sheet has folder, start and end columns: each row picks the
+    videos under ROOT/folder whose names say they started within its dates. --from lists one folder (local or
+    dropbox:), optionally between --since and --until.
+    """
+    from dlcrun import selection as sel
     from dlcrun.manifest import manifest_from_list, read_sheet, write_manifest
     from dlcrun.settings import load_settings
 
-    settings = load_settings(config)
+    settings = load_settings(config, name_pattern=name_pattern)
+    if (sheet is None) == (from_ is None):
+        raise DlcrunError("give a spreadsheet or --from FOLDER (one of them)")
+    if from_ is not None:
+        sheet_only = {"--column": column, "--root": root, "--camera": camera, "--time-column": time_column,
+                      "--columns": columns, "--overlap": overlap, "--mtime-fallback": mtime_fallback,
+                      "--probe": probe, "--sheet": sheet_name}
+        if given := [flag for flag, value in sheet_only.items() if value]:
+            raise DlcrunError(f"{', '.join(given)}: for spreadsheets, not --from")
+        with err.status("listing..."):
+            found = sel.from_folder(from_, recursive=recursive, since=since, until=until, dates=dates,
+                                    pattern=settings.name_pattern, dayfirst=dayfirst)
+        _warn(found.warnings)
+        name = from_.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
+        target = output or Path("manifests") / f"{name if name not in ('', '.', '..') else 'listing'}.txt"
+        write_manifest(target, found.manifest())
+        out.print(f"{len(found.videos)} videos, {found.total_bytes / 1e9:.2f} GB, from {from_} -> {target}")
+        return
+    assert sheet is not None
     parsed = read_sheet(sheet, sheet_name)
-    result = manifest_from_list(
-        parsed,
-        column=column,
-        root=root if root is not None else settings.source,
-        since=since,
-        until=until,
-        cameras=camera or (),
-        time_column=time_column,
-        dayfirst=dayfirst,
-    )
+    column_map = sel.parse_column_map(columns)
+    kind = sel.sheet_kind(parsed, column, column_map)
+    base = root if root is not None else settings.source
     target = output or Path("manifests") / f"{sheet.stem}.txt"
-    write_manifest(target, result)
-    out.print(f"{len(result.entries)} videos from {len(parsed.rows)} rows -> {target}")
+    if kind == "list":
+        sel.check_options(kind, parsed, name_pattern=name_pattern, overlap=overlap,
+                          mtime_fallback=mtime_fallback, probe=probe, dates=None if dates == "modified" else dates,
+                          recursive=recursive)
+        result = manifest_from_list(parsed, column=column, root=base, since=since, until=until,
+                                    cameras=camera or (), time_column=time_column, dayfirst=dayfirst)
+        write_manifest(target, result)
+        out.print(f"{len(result.entries)} videos from {len(parsed.rows)} rows -> {target}")
+        return
+    sel.check_options(kind, parsed, since=since, until=until, camera=camera, time_column=time_column,
+                      dates=None if dates == "modified" else dates, recursive=recursive)
+    with err.status("listing folders..."):
+        found = sel.select(parsed, root=base, columns=column_map, pattern=settings.name_pattern,
+                           dayfirst=dayfirst, overlap=overlap, mtime_fallback=mtime_fallback, probe=probe)
+    _warn(found.warnings)
+    write_manifest(target, found.manifest())
+    _print_selection(found, probe)
+    out.print(f"{len(found.videos)} videos from {len(found.rows)} rows -> {target}")
+
+
+def _warn(warnings: list[str]) -> None:
+    for line in warnings:
+        err.print(f"[yellow]warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+
+
+def _print_selection(found: Any, probed: bool) -> None:
+    """Rows, videos, hours (where known) and GB: the scratch and quota impact before a submit."""
+    table = Table(show_header=True, header_style="bold", box=None, show_footer=True)
+    hours, known = found.known_hours
+    table.add_column("row", footer="total")
+    table.add_column("folder", footer=f"{len(found.rows)} rows")
+    table.add_column("window")
+    table.add_column("videos", justify="right", footer=str(len(found.videos)))
+    table.add_column("hours", justify="right", footer=_hours(hours, known, len(found.videos)))
+    table.add_column("GB", justify="right", footer=f"{found.total_bytes / 1e9:.2f}")
+    for r in found.rows:
+        durations = [v.duration for v in r.videos if v.duration is not None]
+        table.add_row(str(r.number), r.folder, f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}", str(len(r.videos)),
+                      _hours(sum(durations) / 3600, len(durations), len(r.videos)), f"{r.bytes / 1e9:.2f}")
+    out.print(table)
+    if not probed:
+        out.print("hours: unknown without --probe (reads local videos' headers)", style="dim")
+
+
+def _hours(hours: float, known: int, total: int) -> str:
+    if not known:
+        return "-"
+    return f"{hours:.1f}" + (f" ({known}/{total})" if known < total else "")
+
+
+@app.command()
+@friendly
+def sample(
+    sheet: Annotated[Path, typer.Argument(help=".xlsx or .csv: a list of videos, or folder + start + end rows")],
+    n: Annotated[int, typer.Option("--n", help="videos to draw")],
+    from_: Annotated[Optional[str], typer.Option("--from", help="only videos starting on or after this date")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="only videos starting up to this date (whole day)")] = None,
+    per: Annotated[Optional[str], typer.Option(
+        help="spread evenly over this: a sheet column, 'folder', a name field (camera) or 'day'")] = None,
+    seed: Annotated[int, typer.Option(help="same seed, same sample")] = 0,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
+    root: RootOpt = None,
+    column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the video locations")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the date/time")] = None,
+    columns: ColumnsOpt = None,
+    name_pattern: NamePatternOpt = None,
+    overlap: OverlapOpt = False,
+    mtime_fallback: MtimeOpt = False,
+    dayfirst: DayfirstOpt = False,
+    sheet_name: SheetNameOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Draw a reproducible random sample of videos for labelling, spread over cameras or days."""
+    from dlcrun import selection as sel
+    from dlcrun.manifest import read_sheet, write_manifest
+    from dlcrun.sampling import draw
+    from dlcrun.settings import load_settings
+
+    settings = load_settings(config, name_pattern=name_pattern)
+    parsed = read_sheet(sheet, sheet_name)
+    since, until = sel.bounds(from_, to, dayfirst)
+    with err.status("listing videos..."):
+        found = sel.gather(parsed, root=root if root is not None else settings.source, column=column,
+                           columns=sel.parse_column_map(columns), time_column=time_column,
+                           pattern=settings.name_pattern, dayfirst=dayfirst, overlap=overlap,
+                           mtime_fallback=mtime_fallback)
+    drawn = draw(found.videos, n, seed=seed, per=per, since=since, until=until)
+    _warn(found.warnings + drawn.warnings)
+    target = output or Path("manifests") / f"{sheet.stem}-sample.txt"
+    write_manifest(target, drawn.manifest(found.header))
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column(per or "all")
+    table.add_column("available", justify="right")
+    table.add_column("sampled", justify="right")
+    for s in drawn.strata:
+        table.add_row(s.key or "(blank)", str(s.available), str(s.chosen))
+    out.print(table)
+    out.print(f"{len(drawn.videos)} of {sum(s.available for s in drawn.strata)} videos (seed {seed}) -> {target}")
+
+
+auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+
+
+@auth_app.command("dropbox")
+@friendly
+def auth_dropbox(
+    app_key: Annotated[Optional[str], typer.Option(
+        envvar="DLCRUN_DROPBOX_APP_KEY", help="your Dropbox app's key (App Console -> your app -> Settings)")] = None,
+) -> None:
+    """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600."""
+    from dlcrun.storage.dropbox import authorize
+
+    key = app_key or typer.prompt("Dropbox app key")
+
+    def ask(url: str) -> str:
+        out.print("1. Open this URL (log in to Dropbox if asked) and click Allow:")
+        out.print(f"   {url}", markup=False, highlight=False, soft_wrap=True)
+        return str(typer.prompt("2. Paste the authorization code here"))
+
+    path, account = authorize(key, ask)
+    out.print(f"saved a refresh token for {account} in {path} (mode 0600); access tokens are refreshed from it")
 
 
 @app.command()
@@ -311,6 +470,66 @@ def demo(
     from dlcrun.demo import run_demo
 
     run_demo(workdir, n_videos=videos, console=out)
+
+
+project_app = typer.Typer(help="Move a DeepLabCut project between machines (paths rewritten).", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+
+
+@project_app.command("pack")
+@friendly
+def project_pack(
+    project: Annotated[Path, typer.Argument(help="DeepLabCut project folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="archive to write (.tar.gz)")],
+    with_snapshots: Annotated[bool, typer.Option(help="include trained snapshots (.pt)")] = False,
+) -> None:
+    """config.yaml, labelled data and shuffle definitions; no videos, no old models."""
+    from dlcrun.project import pack
+
+    archive = pack(project, output, with_snapshots=with_snapshots)
+    out.print(f"packed {project} -> {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+
+
+@project_app.command("unpack")
+@friendly
+def project_unpack(
+    archive: Annotated[Path, typer.Argument(help="archive from dlcrun project pack")],
+    to: Annotated[Path, typer.Option("--to", help="folder to unpack into")],
+    videos: Annotated[Optional[Path], typer.Option(help="where the project's videos will live")] = None,
+) -> None:
+    """Unpack and rewrite project_path, video_sets and the shuffles' paths; never overwrites."""
+    from dlcrun.project import unpack
+
+    target = unpack(archive, to, videos=videos)
+    out.print(f"unpacked -> {target}")
+    out.print(f"use it with: dlcrun submit MANIFEST --project {target}")
+
+
+@app.command()
+@friendly
+def models(
+    project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated."""
+    from dlcrun.project import list_models
+    from dlcrun.settings import load_settings
+
+    folder = project or load_settings(config).project
+    if folder is None:
+        raise DlcrunError("no project: pass --project or set project in dlcrun.toml")
+    found = list_models(folder)
+    if not found:
+        out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse"):
+        table.add_column(col)
+    for m in found:
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
+                      fmt(m.train_rmse), fmt(m.test_rmse))
+    out.print(table)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from dlcrun.container import container_runtime, image_info
+from dlcrun.errors import ConfigError
 from dlcrun.settings import Settings, default_scratch
 from dlcrun.storage import scheme_of
 
@@ -40,7 +41,7 @@ def run_doctor(
     settings: Settings,
     require_gpu: bool | None = None,
     min_free_gb: float = 1.0,
-    dropbox_endpoint: tuple[str, int] = DROPBOX_API,
+    dropbox_endpoint: tuple[str, int] | None = None,
     timeout: float = 3.0,
 ) -> list[Check]:
     """Every check, in a fixed order. ``require_gpu`` None: required when the settings ask for
@@ -138,12 +139,25 @@ def check_scratch(path: Path, min_free_gb: float) -> Check:
     return Check("scratch", "ok", f"{path}: writable, {free:.1f} GB free")
 
 
-def check_dropbox(settings: Settings, endpoint: tuple[str, int], timeout: float) -> Check | None:
-    """A TCP connection to the Dropbox API (or the HTTPS proxy), only when the settings use Dropbox."""
+def check_dropbox(settings: Settings, endpoint: tuple[str, int] | None, timeout: float) -> Check | None:
+    """Credentials present and a TCP connection to the API (or the HTTPS proxy), when Dropbox is used.
+
+    ``endpoint`` None: ``DLCRUN_DROPBOX_API_HOST`` (``host:port``) if set, else Dropbox's API host.
+    """
     if not any(uri and scheme_of(uri) == "dropbox" for uri in (settings.source, settings.dest)):
         return None
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    from dlcrun.storage import dropbox as backend
+
+    try:
+        credentials = backend.load_credentials()
+    except ConfigError as exc:  # its message names the file or variables, never a secret
+        return Check("dropbox", "fail", str(exc))
+    if endpoint is None:
+        override = os.environ.get(backend.ENV_API_HOST, "")
+        name, _, port_text = override.rpartition(":")
+        endpoint = (name, int(port_text)) if name and port_text.isdigit() else DROPBOX_API
     host, port = endpoint
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     via = ""
     if proxy:
         parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
@@ -158,7 +172,8 @@ def check_dropbox(settings: Settings, endpoint: tuple[str, int], timeout: float)
             f"{host}:{port}{via} unreachable within {timeout:g} s ({exc.strerror or exc}); "
             "compute nodes often have no internet: ask for an HTTPS proxy or stage videos elsewhere",
         )
-    return Check("dropbox", "ok", f"{host}:{port}{via} reachable ({(time.monotonic() - start) * 1000:.0f} ms)")
+    took = (time.monotonic() - start) * 1000
+    return Check("dropbox", "ok", f"{host}:{port}{via} reachable ({took:.0f} ms); credentials from {credentials.source}")
 
 
 def _import(module: str, quiet: bool = False) -> tuple[Any, Check]:

@@ -33,7 +33,7 @@ STATES = ("done", "running", "failed", "interrupted")
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -179,7 +179,9 @@ class Run:
             out[rec.index] = rec
         return out
 
-    def add_submission(self, scheduler: str, job_ids: list[str], indices: list[int], max_running: int | None) -> Submission:
+    def add_submission(
+        self, scheduler: str, job_ids: list[str], indices: list[int], max_running: int | None
+    ) -> Submission:
         number = len(list((self.path / "submissions").glob(SUBMISSION_GLOB))) + 1
         sub = Submission(number, scheduler, job_ids, indices, now(), max_running)
         write_json(self.path / "submissions" / f"{number:03d}.json", asdict(sub))

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from dlcrun.errors import ConfigError
+from dlcrun.selection import ISPY_PATTERN, NamePattern
 
 DEFAULT_FILE = Path("dlcrun.toml")
 
@@ -52,7 +53,12 @@ class Settings(BaseSettings):
         description="snapshot to use: a file name (snapshot-200.pt), 'best', or an index "
         "(-1 = last); empty: the project's snapshotindex. Pinned at submit time.",
     )
-    source: str = Field("", description="root that relative manifest lines are read from")
+    source: str = Field("", description="root that relative manifest lines and selection-sheet folders are under")
+    name_pattern: str = Field(
+        ISPY_PATTERN,
+        description="video file names (without extension) with their start time, for selection sheets; "
+        "{start:FORMAT} in strftime codes, other {fields} match any text (default: iSpy's names)",
+    )
     dest: str | None = Field(None, description="where keypoint files go (path or URI)")
     runs_dir: Path = Field(Path("runs"), description="run directories (the ledger), shared storage")
     scratch: Path | None = Field(None, description="node-local scratch; empty: $TMPDIR")
@@ -67,6 +73,15 @@ class Settings(BaseSettings):
     image: str | None = Field(None, description="Apptainer image that array indices run inside")
     engine: Literal["pytorch"] = Field("pytorch", description="DeepLabCut engine")
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            NamePattern.compile(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -117,7 +132,7 @@ def _one_line(exc: ValidationError, path: Path | None) -> str:
             known = ", ".join(sorted(Settings.model_fields))
             parts.append(f"unknown setting '{field}' (known: {known})")
         else:
-            parts.append(f"{field}: {err['msg']}")
+            parts.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
     return where + "; ".join(parts)
 
 
