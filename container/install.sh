@@ -35,7 +35,7 @@ esac
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # pip's bundled CA list knows no site proxy or private CA; the system bundle (or one mounted over it) does.
 export PIP_CERT="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
-if [ -d /wheels ]; then export PIP_FIND_LINKS=/wheels; fi
+if [ -n "$(ls -A /wheels 2>/dev/null)" ]; then export PIP_FIND_LINKS=/wheels; fi
 pip="$PREFIX/bin/python -m pip"
 
 case "$STEP" in

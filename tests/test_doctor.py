@@ -132,8 +132,18 @@ def test_cli_reports_the_stack_one_line_each_and_fails_on_what_is_required(tmp_p
     assert TOKEN not in dropbox.stdout + dropbox.stderr
 
     if not torch.cuda.is_available():
-        no_gpu = doctor("--scratch", str(tmp_path), "--min-free", "0.001", "--gpu")
+        no_gpu = doctor("--scratch", str(tmp_path), "--min-free", "0.001", DLCRUN_RESOURCES__GPUS="1")
         assert no_gpu.returncode == 1 and "fail gpu" in no_gpu.stdout
+        # A login node: indices run in the image elsewhere, so a missing GPU here is only a note.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "apptainer").write_text("#!/bin/sh\n")
+        (bin_dir / "apptainer").chmod(0o755)
+        (tmp_path / "dlc.sif").write_bytes(b"sif")
+        login = doctor("--scratch", str(tmp_path), "--min-free", "0.001", DLCRUN_RESOURCES__GPUS="1",
+                       DLCRUN_IMAGE=str(tmp_path / "dlc.sif"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+        assert login.returncode == 0, login.stdout
+        assert "note gpu" in login.stdout and "ok   image      indices run in" in login.stdout
 
 
 @pytest.mark.gpu

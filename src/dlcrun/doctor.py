@@ -49,7 +49,7 @@ def run_doctor(
     info = image_info()
     tasks_here = info is not None or not settings.image
     if require_gpu is None:
-        require_gpu = settings.device.startswith("cuda") or (settings.resources.gpus > 0 and tasks_here)
+        require_gpu = tasks_here and (settings.device.startswith("cuda") or settings.resources.gpus > 0)
     engine = info.engine if info is not None else settings.engine
     checks = [check_image(settings)]
     torch, torch_check = _import("torch")
