@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint lock lock-tensorflow image clean
+.PHONY: install system-deps demo test test-fast lint lock lock-tensorflow image clean
 
 install: $(STAMP)
 
@@ -16,10 +16,23 @@ $(STAMP): requirements.lock requirements-test.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
+# The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
+# build test needs podman and debootstrap. Installed only as root and only when missing; otherwise
+# those tests skip and say why.
+SYSTEM_BINS := sbatch slurmctld slurmd munged podman debootstrap
+system-deps:
+	@missing=0; for b in $(SYSTEM_BINS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 0 ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: some of slurm-wlm, munge, podman, debootstrap are missing; their tests will skip" \
+	       "(as root: apt-get install slurm-wlm munge podman debootstrap)"; exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap
+
 demo: install
 	$(BIN)/dlcrun demo --workdir demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 test-fast: install

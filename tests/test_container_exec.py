@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcrun.container import IMAGE_INFO_ENV, exec_prefix, image_info
+from dlcrun.container import IMAGE_INFO_ENV, exec_prefix, image_info, image_prefix
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest
 from dlcrun.schedulers import task_argv
@@ -109,3 +109,18 @@ def test_emulation_fixed_scratch_and_cpu_device(tmp_path: Path) -> None:
     assert binds_of(argv)[0] == str(scratch)
     assert str(tmp_path / "out" / "keypoints") in binds_of(argv)
     assert argv[argv.index("/images/dlc.sif") + 1:][:2] == ["dlcrun", "task"]
+
+
+def test_emulation_training_jobs_share_the_wrapper(tmp_path: Path) -> None:
+    """Emulation: image_prefix (what `dlcrun train` jobs use) binds what exists, scratch included."""
+    (tmp_path / "runs").mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    argv = image_prefix("/images/dlc.sif", [str(tmp_path / "runs" / "train" / "new"), str(project)])
+    argv += ["dlcrun", "train-task", "--workdir", str(tmp_path / "runs" / "train" / "new")]
+    node_scratch = tmp_path / "node-tmp"
+    node_scratch.mkdir()
+    got = run_emulated(tmp_path, argv, node_scratch)["argv"]
+    assert binds_of(got) == [str(node_scratch), str(project), str(tmp_path / "runs")]
+    assert got[got.index("/images/dlc.sif") + 1:][:2] == ["dlcrun", "train-task"]
+    assert image_prefix(None, [str(project)]) == []

@@ -73,12 +73,7 @@ def bind_paths(run: Run) -> list[str]:
         wanted.append(Path(run.model.get("snapshot", settings.project)).parent)
     locations = [*_video_roots(run.manifest.entries), settings.source, settings.dest or ""]
     wanted += [_local_path(uri) for uri in locations if uri and scheme_of(uri) == "file"]
-    found: list[str] = []
-    for path in wanted:
-        existing = _existing(Path(os.path.abspath(path)))
-        if existing is not None:
-            found.append(str(existing))
-    return _outermost(found)
+    return _mountable(wanted)
 
 
 def exec_prefix(run: Run) -> list[str]:
@@ -95,15 +90,28 @@ def exec_prefix(run: Run) -> list[str]:
     settings = run.settings
     if not settings.image or image_info() is not None:
         return []
-    scratch = shlex.quote(str(settings.scratch)) if settings.scratch else NODE_SCRATCH
-    binds = ",".join(shlex.quote(p) for p in bind_paths(run))
-    gpu = "" if settings.device == "cpu" else "--nv "
+    return image_prefix(settings.image, bind_paths(run), settings.scratch, settings.device)
+
+
+def image_prefix(
+    image: str | None, binds: list[str], scratch: Path | None = None, device: str = "auto"
+) -> list[str]:
+    """The words that run a command inside ``image`` with ``binds`` (training jobs use it too).
+
+    Empty without an image or when already inside it. ``binds`` are reduced to existing,
+    outermost folders; ``scratch`` None means the node's, found when the command runs.
+    """
+    if not image or image_info() is not None:
+        return []
+    where = shlex.quote(str(scratch)) if scratch else NODE_SCRATCH
+    bind = ",".join(['"$s"', *map(shlex.quote, _mountable(binds))])
+    gpu = "" if device == "cpu" else "--nv "
     script = (
-        f's={scratch}; c="$s/dlcrun-cache"; mkdir -p "$c"; '
+        f's={where}; c="$s/dlcrun-cache"; mkdir -p "$c"; '
         'export APPTAINER_CACHEDIR="$c/apptainer"; '
-        f'exec apptainer exec {gpu}--bind "$s",{binds} '
+        f"exec apptainer exec {gpu}--bind {bind} "
         '--env "XDG_CACHE_HOME=$c" --env "MPLCONFIGDIR=$c/matplotlib" '
-        f'--env PYTHONNOUSERSITE=1 --env PYTHONPATH= {shlex.quote(settings.image)} "$@"'
+        f'--env PYTHONNOUSERSITE=1 --env PYTHONPATH= {shlex.quote(image)} "$@"'
     )
     return ["sh", "-c", script, "dlcrun-image"]
 
@@ -124,6 +132,12 @@ def _local_path(uri: str) -> str:
     from dlcrun.storage.local import to_path
 
     return str(to_path(uri))
+
+
+def _mountable(paths: list[str] | list[Path]) -> list[str]:
+    """Each path's nearest existing folder (never the root), outermost ones only."""
+    found = [_existing(Path(os.path.abspath(p))) for p in paths]
+    return _outermost([str(p) for p in found if p is not None])
 
 
 def _existing(path: Path) -> Path | None:
