@@ -526,6 +526,28 @@ def train_task(workdir: Annotated[Path, typer.Option(help="training directory (h
 
 @app.command()
 @friendly
+def doctor(
+    scratch: Annotated[Optional[Path], typer.Option(help="scratch to check (default: settings, then $TMPDIR)")] = None,
+    gpu: Annotated[Optional[bool], typer.Option(
+        "--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)")] = None,
+    min_free: Annotated[float, typer.Option(help="GB that scratch must have free")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for Dropbox")] = 3.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Check this machine or image: GPU, CUDA/cuDNN, torch/DLC, scratch, Dropbox. Exit 1 if one is missing."""
+    from dlcrun.doctor import failed, run_doctor
+    from dlcrun.settings import load_settings
+
+    checks = run_doctor(load_settings(config, scratch=scratch), require_gpu=gpu, min_free_gb=min_free, timeout=timeout)
+    style = {"ok": "green", "fail": "red", "note": "yellow"}
+    for c in checks:
+        out.print(f"[{style[c.status]}]{c.status:<4}[/] {c.name:<10} {c.detail}", highlight=False, soft_wrap=True)
+    if failed(checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo project, videos and outputs go")] = Path("demo"),
     videos: Annotated[int, typer.Option(help="synthetic videos in the batch")] = 3,
