@@ -35,6 +35,7 @@ from dlcrun.schedulers.scripts import (
     memory,
     render,
     run_command,
+    submit_in_order,
     write_script,
 )
 from dlcrun.settings import Resources
@@ -123,18 +124,8 @@ class PbsScheduler:
         return plans
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
-        arrays: list[dict[str, int | str]] = []
-        try:
-            for plan, first, count in self._plan(run, submission, size, max_running):
-                assert plan.script is not None and plan.script_path is not None
-                write_script(plan.script_path, plan.script)
-                previous = str(arrays[-1]["job"]) if arrays else ""
-                job = parse_job_id(checked(self.runner, [a.replace(PREVIOUS, previous) for a in plan.argv]))
-                arrays.append({"job": job, "first": first, "count": count})
-        except SubmissionError:
-            if arrays:  # nothing half-submitted: the ledger would not know these
-                self.runner(["qdel", *(str(a["job"]) for a in arrays)])
-            raise
+        queued = submit_in_order(self.runner, self._plan(run, submission, size, max_running), parse_job_id, "qdel")
+        arrays = [{"job": job, "first": first, "count": count} for job, first, count in queued]
         write_json(_arrays_file(run, submission, self.flavor), arrays)
         return [str(a["job"]) for a in arrays]
 

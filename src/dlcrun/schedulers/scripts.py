@@ -12,10 +12,11 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dlcrun.errors import ConfigError, SubmissionError
+from dlcrun.schedulers import PREVIOUS, JobPlan
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 _TASK_LINE = re.compile(r"^TASK=\(.*\)$", re.MULTILINE)
@@ -86,3 +87,29 @@ def memory(value: str) -> tuple[int, str]:
     if not found:
         raise ConfigError(f"resources.mem = '{value}': use a whole number and a unit, e.g. 16G or 500M")
     return int(found.group(1)), (found.group(2) or "m").lower()
+
+
+def submit_in_order(
+    runner: Runner,
+    plans: Sequence[tuple[JobPlan, int, int]],
+    parse_job_id: Callable[[str], str],
+    cancel: str,
+) -> list[tuple[str, int, int]]:
+    """Submit the arrays of one submission in order, each chained to the previous; all or none.
+
+    Returns (job id, first array index, count) per array. If a later submit is refused, the
+    arrays already queued are cancelled: the ledger would not know them.
+    """
+    queued: list[tuple[str, int, int]] = []
+    try:
+        for plan, first, count in plans:
+            assert plan.script is not None and plan.script_path is not None
+            write_script(plan.script_path, plan.script)
+            previous = queued[-1][0] if queued else ""
+            job = parse_job_id(checked(runner, [a.replace(PREVIOUS, previous) for a in plan.argv]))
+            queued.append((job, first, count))
+    except SubmissionError:
+        if queued:
+            runner([cancel, *(job for job, _, _ in queued)])
+        raise
+    return queued

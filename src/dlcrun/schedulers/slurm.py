@@ -26,6 +26,7 @@ from dlcrun.schedulers.scripts import (
     memory,
     render,
     run_command,
+    submit_in_order,
     write_script,
 )
 from dlcrun.settings import Resources
@@ -100,18 +101,8 @@ class SlurmScheduler:
         return plans
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
-        arrays: list[dict[str, int | str]] = []
-        try:
-            for plan, offset, count in self._plan(run, submission, size, max_running):
-                assert plan.script is not None and plan.script_path is not None
-                write_script(plan.script_path, plan.script)
-                previous = str(arrays[-1]["job"]) if arrays else ""
-                job = _parse_job_id(checked(self.runner, [a.replace(PREVIOUS, previous) for a in plan.argv]))
-                arrays.append({"job": job, "offset": offset, "count": count})
-        except SubmissionError:
-            if arrays:  # nothing half-submitted: the ledger would not know these
-                self.runner(["scancel", *(str(a["job"]) for a in arrays)])
-            raise
+        queued = submit_in_order(self.runner, self._plan(run, submission, size, max_running), _parse_job_id, "scancel")
+        arrays = [{"job": job, "offset": offset, "count": count} for job, offset, count in queued]
         write_json(_arrays_file(run, submission), arrays)
         return [str(a["job"]) for a in arrays]
 
