@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint lock clean
+.PHONY: install system-deps demo test test-fast lint lock lock-tensorflow image clean
 
 install: $(STAMP)
 
@@ -16,10 +16,23 @@ $(STAMP): requirements.lock requirements-test.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
+# The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
+# build test needs podman and debootstrap. Installed only as root and only when missing; otherwise
+# those tests skip and say why.
+SYSTEM_BINS := sbatch slurmctld slurmd munged podman debootstrap
+system-deps:
+	@missing=0; for b in $(SYSTEM_BINS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 0 ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "note: some of slurm-wlm, munge, podman, debootstrap are missing; their tests will skip" \
+	       "(as root: apt-get install slurm-wlm munge podman debootstrap)"; exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap
+
 demo: install
 	$(BIN)/dlcrun demo --workdir demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -29,10 +42,30 @@ lint: install
 	$(BIN)/ruff check src tests
 
 # Re-resolve the lock from pyproject's ranges (run by a maintainer, then commit the result).
+# --all keeps setuptools, which torch needs at run time (the image installs the lock with --no-deps).
 lock: install
-	$(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser)==' > requirements.lock.new
+	$(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -viE '^(pip|wheel|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)==' > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+# The TensorFlow image's lock, resolved by pip for the image's Python 3.12 without installing it.
+lock-tensorflow: install
+	$(BIN)/python container/lock_tensorflow.py
+
+# The image (container/build.sh says more): `make image`, `make image ENGINE=tensorflow`,
+# `make image BUILDER=docker|podman`, `make image DRY_RUN=1` to see the commands only.
+# Base images pinned by digest, one per engine (the pytorch one is also the default in
+# container/dlc.def and container/Dockerfile; tests/test_container.py keeps the three equal).
+ENGINE  ?= pytorch
+VARIANT ?= gpu
+BASE_pytorch    := docker.io/nvidia/cuda:13.0.3-base-ubuntu24.04@sha256:7c7413a56200486f71f181cad9310f6fd31b6bb21816ade15fc9c1e1e927a5c1
+BASE_tensorflow := docker.io/nvidia/cuda:12.8.1-base-ubuntu24.04@sha256:e711c99333fdfe8ae1e677b4972be6c5021f0128a1d31f775c7e58d88921b6a9
+BASE    ?= $(BASE_$(ENGINE))
+
+image:
+	@ENGINE='$(ENGINE)' VARIANT='$(VARIANT)' BASE='$(BASE)' BUILDER='$(BUILDER)' SIF='$(SIF)' TAG='$(TAG)' \
+	  WHEELS='$(WHEELS)' BUILD_FLAGS='$(BUILD_FLAGS)' OCI_ONLY='$(OCI_ONLY)' DRY_RUN='$(DRY_RUN)' \
+	  sh container/build.sh
 
 clean:
 	rm -rf demo .pytest_cache

@@ -91,3 +91,17 @@ def tiny_videos(tmp_path: Path):
         return [write_video(folder / n, frames=frames, phase=i) for i, n in enumerate(names)]
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests need CUDA: skipped, with the reason, on machines without a visible GPU."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU visible to torch (gpu marker)")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -12,7 +12,7 @@ from dlcrun.errors import ConfigError, StorageError
 from dlcrun.inference import pin_model
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
-from dlcrun.schedulers import scheduler_for
+from dlcrun.schedulers import JobPlan, scheduler_for
 from dlcrun.settings import Settings
 from dlcrun.storage import basename, scheme_of, storage_for
 
@@ -90,9 +90,20 @@ def submit(run: Run, indices: list[int] | None = None) -> Submission:
     scheduler = scheduler_for(settings.scheduler)
     number = run.next_submission_number()
     run.write_indices(number, indices)
-    max_running = settings.max_running or (1 if scheduler.name == "local" else None)
+    max_running = _max_running(settings, scheduler.name)
     job_ids = scheduler.submit(run, number, run.array_size(len(indices)), max_running)
     return run.add_submission(scheduler.name, job_ids, indices, max_running)
+
+
+def plan(run: Run, indices: list[int] | None = None) -> list[JobPlan]:
+    """What ``submit`` would write and run (``--dry-run``); writes nothing."""
+    scheduler = scheduler_for(run.settings.scheduler)
+    size = len(run) if indices is None else len(indices)
+    return scheduler.plan(run, run.next_submission_number(), size, _max_running(run.settings, scheduler.name))
+
+
+def _max_running(settings: Settings, scheduler: str) -> int | None:
+    return settings.max_running or (1 if scheduler == "local" else None)
 
 
 @dataclass
@@ -126,8 +137,12 @@ def status(run: Run) -> Status:
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
-        # A final record counts unless a later submission has the index queued or running again.
-        if rec is not None and rec.state in FINAL and (i not in live or rec.finished >= last_submitted.get(i, "")):
+        # A final record counts unless a later submission has the index queued or running again,
+        # or the scheduler requeued an interrupted index itself (Slurm --requeue after preemption).
+        again = rec is not None and i in live and (
+            rec.state == "interrupted" or rec.finished < last_submitted.get(i, "")
+        )
+        if rec is not None and rec.state in FINAL and not again:
             states[i] = rec.state
         elif i in live:
             states[i] = "queued" if live[i] == "pending" else "running"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -283,6 +285,7 @@ def submit(
     dest: Annotated[Optional[str], typer.Option(help="where keypoints go (path or URI)")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
     max_running: Annotated[Optional[int], typer.Option(help="array indices running at once")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs per array index (resources.gpus)")] = None,
     shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
     snapshot: Annotated[Optional[str], typer.Option(help="snapshot file, 'best' or index (pinned now)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="frames per forward pass")] = None,
@@ -298,6 +301,7 @@ def submit(
     runs_dir: RunsDirOpt = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="follow progress (local default)")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="check every video exists first")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job script and submit command only")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Start a run: pin the model, freeze the settings, submit one job array."""
@@ -322,15 +326,27 @@ def submit(
         save_csv=csv,
         scratch=scratch,
         runs_dir=runs_dir,
+        resources=None if gpus is None else {"gpus": gpus},
     )
     with err.status("checking the manifest and pinning the model..."):
         run, preflight = batch.start_run(manifest_path, settings, check=check)
+    if dry_run:
+        try:
+            _print_plans(batch.plan(run))
+        finally:
+            shutil.rmtree(run.path, ignore_errors=True)
+        err.print("dry run: nothing was submitted and no run directory was kept")
+        return
     model = run.model
     out.print(f"run [bold]{run.id}[/bold] in {run.path}")
     out.print(f"  model   {model['scorer']}  ({Path(model['snapshot']).name})")
     if preflight:
         out.print(f"  videos  {preflight.videos}, {preflight.total_bytes / 1e9:.2f} GB to stage")
-    sub = batch.submit(run)
+    try:
+        sub = batch.submit(run)
+    except DlcrunError:
+        shutil.rmtree(run.path, ignore_errors=True)  # nothing was queued: leave no run behind
+        raise
     out.print(f"  {sub.scheduler} array of {_array_text(run, sub)}: {', '.join(sub.job_ids)}")
     if wait if wait is not None else sub.scheduler == "local":
         _follow(run)
@@ -341,6 +357,16 @@ def submit(
 def _array_text(run: Any, sub: Any) -> str:
     size = run.array_size(len(sub.indices))
     return str(size) if size == len(sub.indices) else f"{size} ({len(sub.indices)} videos, {run.videos_per_task} per index)"
+
+
+def _print_plans(plans: list[Any]) -> None:
+    """Each job script, then the exact command that submits it, as plain text to stdout."""
+    for plan in plans:
+        if plan.script is not None:
+            typer.echo(f"# ---- {plan.script_path} ----")
+            typer.echo(plan.script.rstrip("\n"))
+            typer.echo("# ----")
+        typer.echo(shlex.join(plan.argv))
 
 
 def _follow(run: Any) -> None:
@@ -432,6 +458,8 @@ def task(
     submission: Annotated[Optional[int], typer.Option(help="submission number, with --array-index")] = None,
     array_index: Annotated[Optional[int], typer.Option(
         envvar=["SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID"], help="array index in that submission")] = None,
+    array_offset: Annotated[int, typer.Option(
+        envvar="DLCRUN_ARRAY_OFFSET", help="added to the array index (a submission split into several arrays)")] = 0,
 ) -> None:
     """What one array index runs: stage in, infer, verify, stage out, record (per video)."""
     from dlcrun.ledger import Run
@@ -443,7 +471,7 @@ def task(
     elif array_index is None:
         raise DlcrunError("task needs --index, or --submission with --array-index")
     else:
-        indices = target.manifest_indices(submission, array_index)
+        indices = target.manifest_indices(submission, array_offset + array_index)
     try:
         with sigterm_unwinds():
             records = run_indices(target, indices)
@@ -456,6 +484,86 @@ def task(
         else:
             err.print(f"index {record.index} {record.state}: {record.error}", highlight=False, soft_wrap=True)
     if any(r.state != "done" for r in records):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def train(
+    project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
+    shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs to train (default: the shuffle's config)")] = None,
+    weights: Annotated[Optional[Path], typer.Option(
+        help="snapshot .pt to start from (default: the shuffle's newest; random weights when none)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="images per training batch")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
+    evaluate: Annotated[bool, typer.Option(
+        help="evaluate the new snapshot and select the best for later batches")] = True,
+    runs_dir: RunsDirOpt = None,
+    wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="wait for the snapshot (local default)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the project's network as one scheduler job (offline); logs go in a training directory."""
+    from dlcrun.settings import load_settings
+    from dlcrun.training import result, start_training
+
+    settings = load_settings(
+        config, project=project, shuffle=shuffle, batch_size=batch_size, device=device, scheduler=scheduler,
+        runs_dir=runs_dir,
+    )
+    wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
+    settings = settings.model_copy(update={"resources": settings.resources.model_copy(update={"gpus": wanted})})
+    job = start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate)
+    out.print(f"training job {job.request.job_id} ({job.request.scheduler}) in {job.workdir}")
+    out.print(f"  log     {job.workdir / 'logs'}")
+    if not (wait if wait is not None else job.request.scheduler == "local"):
+        out.print(f"  result  {job.workdir / 'result.json'} once it ends")
+        return
+    with err.status("training..."):
+        while (outcome := result(job.workdir)) is None:
+            time.sleep(2.0)
+    if outcome["state"] != "done":
+        raise DlcrunError(f"training {outcome['state']}: {outcome.get('error', '')} (log in {job.workdir / 'logs'})")
+    out.print(f"  snapshot {outcome['snapshot']}")
+    if outcome.get("selected"):
+        chosen = outcome["selected"]
+        out.print(f"  selected {chosen['snapshot']} (test RMSE {chosen['test_rmse']:.2f} px) for later batches")
+
+
+@app.command("train-task", hidden=True)
+@friendly
+def train_task(workdir: Annotated[Path, typer.Option(help="training directory (holds train.json)")]) -> None:
+    """What a training job runs: train as train.json says, write result.json."""
+    from dlcrun.training import run_training_task
+
+    outcome = run_training_task(workdir)
+    if outcome["state"] != "done":
+        err.print(f"training {outcome['state']}: {outcome.get('error', '')}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    err.print(f"training done: {outcome['snapshot']}")
+
+
+@app.command()
+@friendly
+def doctor(
+    scratch: Annotated[Optional[Path], typer.Option(help="scratch to check (default: settings, then $TMPDIR)")] = None,
+    gpu: Annotated[Optional[bool], typer.Option(
+        "--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)")] = None,
+    min_free: Annotated[float, typer.Option(help="GB that scratch must have free")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for Dropbox")] = 3.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Check this machine or image: GPU, CUDA/cuDNN, torch/DLC, scratch, Dropbox. Exit 1 if one is missing."""
+    from dlcrun.doctor import failed, run_doctor
+    from dlcrun.settings import load_settings
+
+    checks = run_doctor(load_settings(config, scratch=scratch), require_gpu=gpu, min_free_gb=min_free, timeout=timeout)
+    style = {"ok": "green", "fail": "red", "note": "yellow"}
+    for c in checks:
+        out.print(f"[{style[c.status]}]{c.status:<4}[/] {c.name:<10} {c.detail}", highlight=False, soft_wrap=True)
+    if failed(checks):
         raise typer.Exit(1)
 
 
@@ -522,12 +630,12 @@ def models(
         out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse"):
-        table.add_column(col)
+    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse", "selected"):
+        table.add_column(col, no_wrap=col == "snapshot", min_width=22 if col == "snapshot" else None)
     for m in found:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
-                      fmt(m.train_rmse), fmt(m.test_rmse))
+                      fmt(m.train_rmse), fmt(m.test_rmse), "yes" if m.selected else "")
     out.print(table)
 
 

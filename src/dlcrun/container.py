@@ -1,22 +1,157 @@
-"""Running array indices inside the pinned Apptainer image (settings.image)."""
+"""The pinned image: knowing when dlcrun runs inside it, and putting each array index into it.
+
+Built from ``container/dlc.def`` (Apptainer) or ``container/Dockerfile``; both write
+``/opt/dlcrun/image.json`` and point ``DLCRUN_IMAGE_INFO`` at it, which is how dlcrun tells that
+it runs inside the image (whatever the runtime: Apptainer on a cluster, Docker or Podman).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
 from dlcrun.ledger import Run
+from dlcrun.storage import scheme_of
+
+IMAGE_INFO_ENV = "DLCRUN_IMAGE_INFO"
+# Mirrors settings.default_scratch(), evaluated by the shell on the node that runs the index.
+NODE_SCRATCH = "${SLURM_TMPDIR:-${TMPDIR:-/tmp}}"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the image recorded about itself when it was built."""
+
+    engine: str
+    variant: str
+    base: str
+    lock_sha256: str
+    python: str
+    built: str
+
+
+def image_info() -> ImageInfo | None:
+    """The build record of the image this process runs in; None outside the image."""
+    path = os.environ.get(IMAGE_INFO_ENV)
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return ImageInfo(**{k: str(data.get(k, "")) for k in ImageInfo.__dataclass_fields__})
+
+
+def container_runtime() -> str | None:
+    """'apptainer', 'podman' or 'docker' when this process runs in a container of that kind."""
+    if any(v in os.environ for v in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")):
+        return "apptainer"
+    if Path("/.singularity.d").is_dir():
+        return "apptainer"
+    if Path("/run/.containerenv").exists():
+        return "podman"
+    if Path("/.dockerenv").exists():
+        return "docker"
+    return None
+
+
+def bind_paths(run: Run) -> list[str]:
+    """Host folders an index reads or writes, each bound at the same path inside the image.
+
+    The runs folder (records, logs), the DLC project (config and the pinned snapshot), and the
+    local source videos and destination. Paths that do not exist yet (a destination created by
+    the first upload) are bound through their nearest existing parent, since Apptainer refuses
+    to bind a missing source; the filesystem root is never bound.
+    """
+    settings = run.settings
+    wanted = [run.path.resolve().parent]
+    if settings.project is not None:
+        wanted.append(Path(settings.project))
+        wanted.append(Path(run.model.get("snapshot", settings.project)).parent)
+    locations = [*_video_roots(run.manifest.entries), settings.source, settings.dest or ""]
+    wanted += [_local_path(uri) for uri in locations if uri and scheme_of(uri) == "file"]
+    return _mountable(wanted)
 
 
 def exec_prefix(run: Run) -> list[str]:
-    """``apptainer exec`` words that put a task inside the image; empty when no image is set.
+    """The words that run an array index inside ``settings.image``; empty when no image is set.
 
-    The run directory, the DLC project and the destination (when local) are bound at the same
-    paths, so the frozen settings mean the same thing inside and out.
+    Already inside the image (``dlcrun`` started from it) nothing is added. Otherwise the
+    index runs as ``apptainer exec --nv --bind <scratch>,<folders> IMAGE dlcrun task ...``
+    through ``sh -c``, so that the node's scratch (``$SLURM_TMPDIR``/``$TMPDIR`` unless
+    ``scratch`` is set) is expanded where the index runs. Caches that would otherwise land in
+    the home quota (Apptainer's, torch/Hugging Face/numba/matplotlib via ``XDG_CACHE_HOME``
+    and ``MPLCONFIGDIR``) go to scratch, and the host's user site-packages and PYTHONPATH are
+    kept out of the image's Python.
     """
     settings = run.settings
-    if not settings.image:
+    if not settings.image or image_info() is not None:
         return []
-    binds = [str(run.path.parent)]
-    if settings.project is not None:
-        binds.append(str(settings.project))
-    if settings.dest and settings.dest.startswith("/"):
-        binds.append(settings.dest)
-    return ["apptainer", "exec", "--nv", "--bind", ",".join(dict.fromkeys(binds)), settings.image]
+    return image_prefix(settings.image, bind_paths(run), settings.scratch, settings.device)
+
+
+def image_prefix(
+    image: str | None, binds: list[str], scratch: Path | None = None, device: str = "auto"
+) -> list[str]:
+    """The words that run a command inside ``image`` with ``binds`` (training jobs use it too).
+
+    Empty without an image or when already inside it. ``binds`` are reduced to existing,
+    outermost folders; ``scratch`` None means the node's, found when the command runs.
+    """
+    if not image or image_info() is not None:
+        return []
+    where = shlex.quote(str(scratch)) if scratch else NODE_SCRATCH
+    bind = ",".join(['"$s"', *map(shlex.quote, _mountable(binds))])
+    gpu = "" if device == "cpu" else "--nv "
+    script = (
+        f's={where}; c="$s/dlcrun-cache"; mkdir -p "$c"; '
+        'export APPTAINER_CACHEDIR="$c/apptainer"; '
+        f"exec apptainer exec {gpu}--bind {bind} "
+        '--env "XDG_CACHE_HOME=$c" --env "MPLCONFIGDIR=$c/matplotlib" '
+        f'--env PYTHONNOUSERSITE=1 --env PYTHONPATH= {shlex.quote(image)} "$@"'
+    )
+    return ["sh", "-c", script, "dlcrun-image"]
+
+
+def _video_roots(entries: list[str]) -> list[str]:
+    """One folder per top-level directory the local videos live under (their common path)."""
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        if scheme_of(entry) != "file":
+            continue
+        path = os.path.abspath(_local_path(entry))
+        top = path.split(os.sep)[1] if path.count(os.sep) > 1 else path
+        groups.setdefault(top, []).append(os.path.dirname(path))
+    return [os.path.commonpath(folders) for folders in groups.values()]
+
+
+def _local_path(uri: str) -> str:
+    from dlcrun.storage.local import to_path
+
+    return str(to_path(uri))
+
+
+def _mountable(paths: list[str] | list[Path]) -> list[str]:
+    """Each path's nearest existing folder (never the root), outermost ones only."""
+    found = [_existing(Path(os.path.abspath(p))) for p in paths]
+    return _outermost([str(p) for p in found if p is not None])
+
+
+def _existing(path: Path) -> Path | None:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate == Path(candidate.anchor) else candidate
+    return None
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Drop duplicates and folders inside another bound folder (one bind covers them)."""
+    unique = sorted(set(paths))
+    keep: list[str] = []
+    for path in unique:
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep):
+            keep.append(path)
+    return keep

@@ -87,18 +87,13 @@ def make_project(root: Path, n_labeled: int = 8, size: tuple[int, int] = (128, 9
 def init_snapshot(config: Path, shuffle: int = 1, epoch: int = 1, seed: int = 0) -> Path:
     """Save a randomly initialised model as ``snapshot-<epoch>.pt`` of the shuffle: no download."""
     import torch
-    from deeplabcut.core.config import read_config_as_dict
-    from deeplabcut.pose_estimation_pytorch.models import PoseModel
 
     from dlcrun.inference import _loader
+    from dlcrun.training import random_init
 
     loader = _loader(Path(config).parent, shuffle, 0)
-    model_cfg = read_config_as_dict(loader.model_config_path)
     torch.manual_seed(seed)
-    model = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
-    path = loader.model_folder / f"snapshot-{epoch:03d}.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return random_init(loader, loader.model_folder / f"snapshot-{epoch:03d}.pt")
 
 
 def run_demo(workdir: Path, n_videos: int = 3, console: Any = None) -> Path:

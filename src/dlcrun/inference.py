@@ -15,6 +15,7 @@ done differently on purpose (see shared notes on DLC in a job array):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -83,10 +84,27 @@ def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
     try:
         return DLCLoader(cfg, trainset_index=trainingsetindex, shuffle=shuffle)
     except (FileNotFoundError, IndexError) as exc:
+        if list(project.glob(f"dlc-models/iteration-*/*shuffle{shuffle}/train")):
+            raise ConfigError(
+                f"{project}: shuffle {shuffle} is a TensorFlow-engine (DLC 2.x) model; dlcrun runs PyTorch-engine "
+                "models: create a PyTorch shuffle (create_training_dataset(..., engine=Engine.PYTORCH)) and train it"
+            ) from None
         raise ConfigError(
             f"{project}: shuffle {shuffle} / trainingsetindex {trainingsetindex} has no PyTorch model "
             f"({exc}); create_training_dataset and train it first"
         ) from None
+
+
+SELECTED_FILE = "dlcrun-selected.json"
+
+
+def selected_snapshot(model_folder: Path) -> str | None:
+    """The snapshot ``dlcrun train`` chose after evaluation (lowest test error), if any."""
+    try:
+        name = json.loads((Path(model_folder) / SELECTED_FILE).read_text())["snapshot"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    return name if (Path(model_folder) / name).is_file() else None
 
 
 def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapshot: str | None = None) -> ModelSpec:
@@ -100,6 +118,8 @@ def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapsh
             f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
             "use deeplabcut.analyze_videos for them"
         )
+    if snapshot is None:
+        snapshot = selected_snapshot(loader.model_folder)
     try:
         if snapshot and snapshot.endswith(".pt"):
             found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])

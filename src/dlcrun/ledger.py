@@ -36,12 +36,19 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Temp file + fsync + rename: readers see the old or the new file, never a torn one."""
+def write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    """Temp file + fsync + rename: readers see the old or the new file, never a torn one.
+
+    ``mode`` creates the file with those permissions from the start (0o600 for secrets), so
+    there is no moment at which others could read it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        if mode is not None:
+            os.fchmod(fd, mode)  # the umask cannot widen what was asked
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
             fh.flush()

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlcrun.errors import ConfigError
+from dlcrun.inference import selected_snapshot
 
 PACK_INFO = "dlcrun-pack.json"
 # Labelled data and shuffle definitions travel; videos, snapshots and evaluation outputs do not.
@@ -161,6 +162,7 @@ class ModelInfo:
     epochs: int | None
     train_rmse: float | None
     test_rmse: float | None
+    selected: bool = False
 
 
 def list_models(project: Path) -> list[ModelInfo]:
@@ -187,6 +189,7 @@ def list_models(project: Path) -> list[ModelInfo]:
             continue
         fraction, shuffle = int(match.group(1)) / 100, int(match.group(2))
         snaps = sorted((folder / "train").glob("snapshot-*.pt"), key=_snapshot_order)
+        chosen = selected_snapshot(folder / "train")
         for snap in snaps:
             epochs = _epochs(snap)
             found = scores.get((shuffle, round(fraction * 100, 4), epochs or -1)) or scores.get(
@@ -200,6 +203,7 @@ def list_models(project: Path) -> list[ModelInfo]:
                     epochs=epochs,
                     train_rmse=found.get("train rmse"),
                     test_rmse=found.get("test rmse"),
+                    selected=snap.name == chosen,
                 )
             )
     return out

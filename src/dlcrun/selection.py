@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -359,8 +359,8 @@ class _Folder:
     conflicted: list[str]
 
 
-def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback: bool) -> _Folder:
-    videos, unmatched, conflicted = [], [], []
+def _videos_only(objects: Iterable[StoredObject], conflicted: list[str]) -> Iterator[tuple[StoredObject, str]]:
+    """Video files of a listing with their names; Dropbox conflicted copies go to ``conflicted``."""
     for obj in objects:
         name = basename(obj.uri)
         if not is_video(name):
@@ -368,6 +368,12 @@ def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback:
         if is_conflicted_copy(name):
             conflicted.append(name)
             continue
+        yield obj, name
+
+
+def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback: bool) -> _Folder:
+    videos, unmatched, conflicted = [], [], []
+    for obj, name in _videos_only(objects, conflicted):
         hit = pattern.match(name)
         if hit is not None:
             videos.append((hit[0], obj, hit[1], "name"))
@@ -587,13 +593,7 @@ def from_listing(
         raise ManifestError(f"--until: {exc}") from None
     name_pattern = NamePattern.compile(pattern)
     videos, undated, conflicted, seen = [], [], [], 0
-    for obj in objects:
-        name = basename(obj.uri)
-        if not is_video(name):
-            continue
-        if is_conflicted_copy(name):
-            conflicted.append(name)
-            continue
+    for obj, name in _videos_only(objects, conflicted):
         seen += 1
         hit = name_pattern.match(name)
         if dates == "name":

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_running: int | None = Field(
         None, ge=1, description="array indices running at once; empty: 1 locally, unlimited on a cluster"
     )
+    max_array_size: int | None = Field(
+        None, ge=1, description="largest job array the cluster takes; empty: Slurm's MaxArraySize, 10000 on PBS/Torque"
+    )
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; empty: the project's")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per index; empty: cores/max_running")

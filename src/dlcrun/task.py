@@ -44,6 +44,9 @@ class Interrupted(BaseException):
 @contextmanager
 def sigterm_unwinds() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
+        # Once only: the job script passes on the SIGTERM the scheduler also sends the task
+        # directly, and a second Interrupted raised inside the cleanup would lose the record.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Interrupted(f"stopped by signal {signum} (time limit, preemption or cancel)")
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -8,14 +8,32 @@ Every backend runs the same entry point per array index (``dlcrun task --run R -
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from dlcrun.errors import ConfigError
 from dlcrun.ledger import Run
+from dlcrun.settings import Resources
+
+PREVIOUS = "{previous}"  # in a plan's argv: the job id of the plan before it, known once submitted
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """One submit command, and the job script it submits (written before ``argv`` runs)."""
+
+    argv: list[str]
+    script: str | None = None
+    script_path: Path | None = None
 
 
 class Scheduler(Protocol):
     name: str
+
+    def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
+        """What ``submit`` would write and run; ``dlcrun submit --dry-run`` prints it."""
+        ...
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
         """Queue array indices 0..size-1 of ``submission``; return the job id(s)."""
@@ -27,6 +45,10 @@ class Scheduler(Protocol):
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
         """Stop queued and running indices; running ones get SIGTERM and record 'interrupted'."""
+        ...
+
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+        """One job running ``argv`` (``dlcrun train-task``), output in ``workdir``/logs; its id."""
         ...
 
 

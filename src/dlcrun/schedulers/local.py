@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from dlcrun.ledger import Run, read_json, write_json
-from dlcrun.schedulers import register
+from dlcrun.schedulers import JobPlan, register
+from dlcrun.settings import Resources
 
 
 def _state_file(run: Run, submission: int) -> Path:
@@ -27,13 +28,18 @@ def _state_file(run: Run, submission: int) -> Path:
 class LocalScheduler:
     name = "local"
 
-    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
-        log = open(run.path / "logs" / f"local-{submission:03d}.log", "ab")
+    def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
         cmd = [sys.executable, "-m", "dlcrun.schedulers.local", str(run.path), str(submission), str(size)]
-        cmd += ["--max-running", str(max_running or 1)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        return [f"local-{proc.pid}"]
+        return [JobPlan(cmd + ["--max-running", str(max_running or 1)])]
+
+    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
+        (plan,) = self.plan(run, submission, size, max_running)
+        return [_detach(plan.argv, run.path / "logs" / f"local-{submission:03d}.log")]
+
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+        if argv[0] == "dlcrun":  # this machine: this interpreter, whether or not dlcrun is on PATH
+            argv = [sys.executable, "-m", "dlcrun", *argv[1:]]
+        return _detach(argv, workdir / "logs" / "train.out")
 
     def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -59,6 +65,14 @@ class LocalScheduler:
                     os.killpg(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+
+def _detach(argv: list[str], log_path: Path) -> str:
+    """Start ``argv`` in its own session (closing the terminal does not stop it); its job id."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    return f"local-{proc.pid}"
 
 
 def _pid(job_id: str) -> int | None:

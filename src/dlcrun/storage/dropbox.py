@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlcrun.errors import ConfigError, StorageError
+from dlcrun.ledger import write_json
 from dlcrun.storage import StoredObject, register
 
 if TYPE_CHECKING:
@@ -170,24 +171,13 @@ def write_token_file(app_key: str, refresh_token: str, account_id: str = "") -> 
     """Write the token file created 0600 (in a 0700 folder) and renamed into place."""
     path = token_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     record = {
         "app_key": app_key,
         "refresh_token": refresh_token,
         "account_id": account_id,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json(path, record, mode=0o600)
     return path
 
 

@@ -1,0 +1,230 @@
+"""PBS Pro / OpenPBS ('pbs') and Torque ('torque'): one ``qsub`` array per submission.
+
+The two share everything but spelling, kept in one ``Flavor`` each:
+
+- PBS Pro: ``-J 0-N%M`` (the ``%M`` sets the array's ``max_run_subjobs``, OpenPBS 20 / PBS Pro
+  2020 and later; older servers reject it, so leave ``max_running`` empty there and let a
+  queue's ``max_run`` pace the array), ``$PBS_ARRAY_INDEX``, ``-l select=1:ncpus=..:mem=..``.
+  An array needs two or more subjobs: one index is submitted as a plain job.
+- Torque: ``-t 0-N%M`` (the slot limit), ``$PBS_ARRAYID``, ``-l nodes=1:ppn=..``.
+
+Live states come from ``qstat -f -t`` (no accounting needed; the run's records say how finished
+indices ended). Arrays larger than ``settings.max_array_size`` (default 10000, PBS Pro's
+``max_array_size``) are split into consecutive index ranges, each waiting for the previous one
+when throttled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcrun.errors import SubmissionError
+from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
+from dlcrun.schedulers.scripts import (
+    Runner,
+    checked,
+    chunks,
+    export_value,
+    job_name,
+    memory,
+    render,
+    run_command,
+    submit_in_order,
+    write_script,
+)
+from dlcrun.settings import Resources
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 10000
+# What the job needs from the submitting shell to find the same dlcrun. Not -V: PBS lists a job's
+# variables in `qstat -f`, which other users of the cluster can often read.
+SOFTWARE_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX")
+_PENDING = set("QHWTSU")
+_RUNNING = set("R")
+_GONE = re.compile(r"Unknown Job Id|Job has finished|finished job", re.IGNORECASE)
+
+
+def _pro_resources(res: Resources, mem: str) -> list[str]:
+    select = f"select=1:ncpus={res.cpus}:mem={mem}" + (f":ngpus={res.gpus}" if res.gpus else "")
+    return ["-l", select, "-l", f"walltime={res.time}"]
+
+
+def _torque_resources(res: Resources, mem: str) -> list[str]:
+    nodes = f"nodes=1:ppn={res.cpus}" + (f":gpus={res.gpus}" if res.gpus else "")
+    return ["-l", nodes, "-l", f"mem={mem}", "-l", f"walltime={res.time}"]
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How one PBS family spells the same things."""
+
+    name: str  # the scheduler name (registry, ledger, file suffixes)
+    template: str
+    array_flag: str  # -J (PBS Pro) or -t (Torque)
+    depend: str  # dependency type on a whole array
+    min_array: int  # smallest array qsub accepts; smaller submissions are plain jobs
+    resource_words: Callable[[Resources, str], list[str]]
+
+    def resources(self, res: Resources) -> list[str]:
+        amount, unit = memory(res.mem)
+        opts = self.resource_words(res, f"{amount}{unit}b")
+        if res.partition:
+            opts += ["-q", res.partition]
+        if res.account:
+            opts += ["-A", res.account]
+        return opts + list(res.extra)
+
+    def array_range(self, first: int, count: int, max_running: int | None) -> str:
+        span = f"{first}-{first + count - 1}" if count > 1 else str(first)
+        return span + (f"%{max_running}" if max_running else "")
+
+
+PRO = Flavor("pbs", "array.pbs", "-J", "afterany", 2, _pro_resources)
+TORQUE = Flavor("torque", "array.torque", "-t", "afteranyarray", 1, _torque_resources)
+
+
+def _arrays_file(run: Run, submission: int, flavor: Flavor) -> Path:
+    return run.path / "submissions" / f"{submission:03d}.{flavor.name}.json"
+
+
+class PbsScheduler:
+    def __init__(self, flavor: Flavor = PRO, runner: Runner = run_command):
+        self.flavor = flavor
+        self.name = flavor.name
+        self.runner = runner
+
+    def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
+        return [plan for plan, _, _ in self._plan(run, submission, size, max_running)]
+
+    def _plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[tuple[JobPlan, int, int]]:
+        flavor = self.flavor
+        script_path = run.path / "submissions" / f"{submission:03d}.{flavor.name}"
+        script = render(flavor.template, task_argv(run, submission))
+        plans = []
+        for first, count in chunks(size, run.settings.max_array_size or DEFAULT_MAX_ARRAY_SIZE):
+            variables = [export_value("DLCRUN_RUN", str(run.path)), f"DLCRUN_SUBMISSION={submission}"]
+            argv = ["qsub", "-N", job_name("dlcrun", run.id)]
+            if count >= flavor.min_array:
+                argv += [flavor.array_flag, flavor.array_range(first, count, max_running)]
+            else:  # what PBS Pro would set in a subjob
+                variables.append(f"PBS_ARRAY_INDEX={first}")
+            argv += ["-r", "y", "-j", "oe", "-o", f"{run.path / 'logs'}/", "-v", ",".join(variables + software_env())]
+            argv += flavor.resources(run.settings.resources)
+            if first and max_running:
+                argv += ["-W", f"depend={flavor.depend}:{PREVIOUS}"]
+            argv.append(str(script_path))
+            plans.append((JobPlan(argv, script, script_path), first, count))
+        return plans
+
+    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
+        queued = submit_in_order(self.runner, self._plan(run, submission, size, max_running), parse_job_id, "qdel")
+        arrays = [{"job": job, "first": first, "count": count} for job, first, count in queued]
+        write_json(_arrays_file(run, submission, self.flavor), arrays)
+        return [str(a["job"]) for a in arrays]
+
+    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
+        known: dict[str, tuple[int, list[int]]] = {}  # job sequence number -> (first index, indices)
+        for sub in run.submissions():
+            if sub.scheduler != self.name:
+                continue
+            try:
+                arrays = read_json(_arrays_file(run, sub.number, self.flavor))
+            except FileNotFoundError:
+                arrays = [{"job": j, "first": 0} for j in sub.job_ids]
+            for array in arrays:
+                known[_sequence(str(array["job"]))] = (int(array["first"]), sub.indices)
+        wanted = [j for j in job_ids if _sequence(j) in known]
+        if not wanted:
+            return {}
+        done = self.runner(["qstat", "-f", "-t", *wanted])
+        if done.returncode != 0 and not _only_gone(done.stderr):
+            raise SubmissionError(f"qstat failed: {' '.join(done.stderr.split())[:300]}")
+        out: dict[int, str] = {}
+        for job_id, state in parse_qstat(done.stdout):
+            found = re.match(r"(\d+)(?:\[(\d*)\])?", job_id)
+            if not found or found.group(1) not in known or found.group(2) == "":  # "" = the array itself
+                continue
+            first, indices = known[found.group(1)]
+            k = int(found.group(2)) if found.group(2) is not None else first
+            if state in _PENDING | _RUNNING and k >= 0:  # an array index covers videos_per_task lines
+                out.update((i, "running" if state in _RUNNING else "pending") for i in run.task_group(indices, k))
+        return out
+
+    def cancel(self, run: Run, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        done = self.runner(["qdel", *job_ids])
+        if done.returncode != 0 and not _only_gone(done.stderr):
+            raise SubmissionError(f"qdel failed: {' '.join(done.stderr.split())[:300]}")
+
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+        script_path = workdir / "train.pbs"
+        write_script(script_path, render("train.pbs", argv))
+        command = ["qsub", "-N", job_name("dlcrun-train", workdir.name), "-j", "oe", "-o", f"{workdir / 'logs'}/"]
+        command += ["-v", ",".join([export_value("DLCRUN_TRAIN", str(workdir)), *software_env()])]
+        command += [*self.flavor.resources(resources), str(script_path)]
+        return parse_job_id(checked(self.runner, command))
+
+
+def software_env() -> list[str]:
+    """``NAME=value`` of SOFTWARE_ENV variables set here; -v cannot carry a value with a comma."""
+    found = []
+    for name in SOFTWARE_ENV:
+        value = os.environ.get(name)
+        if value and "," not in value:
+            found.append(f"{name}={value}")
+        elif value:
+            log.warning("%s not passed to the job: it contains a comma; set it in the job script", name)
+    return found
+
+
+def _sequence(job_id: str) -> str:
+    found = re.match(r"\d+", job_id)
+    return found.group(0) if found else job_id
+
+
+def _only_gone(stderr: str) -> bool:
+    """qstat/qdel complain about jobs that have ended; that is an answer, not a failure."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return all(_GONE.search(line) for line in lines)
+
+
+def parse_job_id(stdout: str) -> str:
+    """qsub prints ``123[].server`` for an array, ``123.server`` for a job."""
+    text = stdout.strip()
+    if not re.fullmatch(r"\d+(\[\])?(\.\S+)?", text):
+        raise SubmissionError(f"qsub printed no job id: {text[:200]!r}")
+    return text
+
+
+def parse_qstat(stdout: str) -> list[tuple[str, str]]:
+    """(job id, job_state letter) for each block of ``qstat -f`` output (PBS Pro and Torque)."""
+    rows: list[tuple[str, str]] = []
+    job: str | None = None
+    for line in stdout.splitlines():
+        head = re.match(r"\s*Job Id:\s*(\S+)", line)
+        if head:
+            job = head.group(1)
+            continue
+        state = re.match(r"\s*job_state\s*=\s*(\w)", line)
+        if state and job is not None:
+            rows.append((job, state.group(1).upper()))
+            job = None
+    return rows
+
+
+@register("pbs")
+def _pro() -> PbsScheduler:
+    return PbsScheduler(PRO)
+
+
+@register("torque")
+def _torque() -> PbsScheduler:
+    return PbsScheduler(TORQUE)

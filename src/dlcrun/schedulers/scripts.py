@@ -1,0 +1,115 @@
+"""What the cluster backends share: job script templates, rendering, the command runner, chunks.
+
+The templates live in ``dlcrun/jobs/`` (``jobs/`` at the top of a checkout points there). Each
+is a plain, commented bash script with one ``TASK=(...)`` line; rendering replaces only that
+line with the exact command of a run, and the rendered copy is kept in the run directory so a
+run records what its jobs executed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dlcrun.errors import ConfigError, SubmissionError
+from dlcrun.schedulers import PREVIOUS, JobPlan
+
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
+_TASK_LINE = re.compile(r"^TASK=\(.*\)$", re.MULTILINE)
+
+Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_command(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a scheduler client (sbatch, squeue, qsub, ...); its absence is a one-line error."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SubmissionError(f"{argv[0]}: command not found; run dlcrun on a login node of the cluster") from None
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(f"{argv[0]} did not answer in 120 s; is the scheduler up?") from None
+
+
+def checked(runner: Runner, argv: list[str]) -> str:
+    """stdout of ``argv``, or a SubmissionError quoting the client's own complaint."""
+    done = runner(argv)
+    if done.returncode != 0:
+        said = " ".join((done.stderr or done.stdout or "").split())[:300] or f"exit status {done.returncode}"
+        raise SubmissionError(f"{argv[0]} failed: {said}")
+    return done.stdout
+
+
+def render(template: str, task: list[str]) -> str:
+    """The job script ``template`` with its TASK line set to ``task``."""
+    path = JOBS / template
+    text = path.read_text()
+    found = _TASK_LINE.findall(text)
+    if len(found) != 1:
+        raise ConfigError(f"{path}: needs exactly one 'TASK=(...)' line (found {len(found)}); restore it")
+    return _TASK_LINE.sub(lambda _: f"TASK=({shlex.join(task)})", text)
+
+
+def write_script(path: Path, text: str) -> None:
+    """Write an executable job script atomically (a half-written script is never submitted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+
+
+def chunks(size: int, limit: int) -> list[tuple[int, int]]:
+    """(first index, count) of consecutive arrays of at most ``limit`` indices covering 0..size-1."""
+    if size < 1:
+        raise SubmissionError("nothing to submit: the array is empty")
+    return [(start, min(limit, size - start)) for start in range(0, size, limit)]
+
+
+def export_value(name: str, value: str) -> str:
+    """``NAME=value`` for --export / -v lists, which split on commas and cannot quote them."""
+    if "," in value:
+        raise ConfigError(f"{name}={value}: a comma in this path breaks the scheduler's variable list; rename it")
+    return f"{name}={value}"
+
+
+def job_name(prefix: str, run_id: str) -> str:
+    """A job name every scheduler accepts (PBS: 236 chars, no spaces; Torque once cut at 15)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{prefix}-{run_id}")[:200]
+
+
+def memory(value: str) -> tuple[int, str]:
+    """``16G`` / ``16gb`` / ``500M`` -> (16, 'g'); anything else names the setting to fix."""
+    found = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", value, re.IGNORECASE)
+    if not found:
+        raise ConfigError(f"resources.mem = '{value}': use a whole number and a unit, e.g. 16G or 500M")
+    return int(found.group(1)), (found.group(2) or "m").lower()
+
+
+def submit_in_order(
+    runner: Runner,
+    plans: Sequence[tuple[JobPlan, int, int]],
+    parse_job_id: Callable[[str], str],
+    cancel: str,
+) -> list[tuple[str, int, int]]:
+    """Submit the arrays of one submission in order, each chained to the previous; all or none.
+
+    Returns (job id, first array index, count) per array. If a later submit is refused, the
+    arrays already queued are cancelled: the ledger would not know them.
+    """
+    queued: list[tuple[str, int, int]] = []
+    try:
+        for plan, first, count in plans:
+            assert plan.script is not None and plan.script_path is not None
+            write_script(plan.script_path, plan.script)
+            previous = queued[-1][0] if queued else ""
+            job = parse_job_id(checked(runner, [a.replace(PREVIOUS, previous) for a in plan.argv]))
+            queued.append((job, first, count))
+    except SubmissionError:
+        if queued:
+            runner([cancel, *(job for job, _, _ in queued)])
+        raise
+    return queued

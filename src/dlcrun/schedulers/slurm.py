@@ -1,0 +1,179 @@
+"""Slurm: one ``sbatch --array`` per submission, live states from ``squeue``, ``scancel``.
+
+Nothing here needs accounting (``sacct``/slurmdbd): the run directory's records say how each
+finished index ended, and ``squeue`` is asked only which indices are still queued or running.
+An array larger than the cluster's ``MaxArraySize`` (from ``scontrol show config``; array
+indices must stay below it) is split into consecutive arrays; each reads its offset from
+``DLCRUN_ARRAY_OFFSET``, and with a throttle each waits for the previous one to end so that no
+more than ``max_running`` indices ever run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from dlcrun.errors import SubmissionError
+from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
+from dlcrun.schedulers.scripts import (
+    Runner,
+    checked,
+    chunks,
+    export_value,
+    job_name,
+    memory,
+    render,
+    run_command,
+    submit_in_order,
+    write_script,
+)
+from dlcrun.settings import Resources
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
+SIGNAL_BEFORE_LIMIT = "B:TERM@120"  # the batch shell passes it on: the index records 'interrupted'
+_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "STOPPED", "RESV_DEL_HOLD"}
+_RUNNING = {"RUNNING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def _arrays_file(run: Run, submission: int) -> Path:
+    return run.path / "submissions" / f"{submission:03d}.slurm.json"
+
+
+def resource_options(resources: Resources) -> list[str]:
+    amount, unit = memory(resources.mem)
+    opts = [f"--cpus-per-task={resources.cpus}", f"--mem={amount}{unit.upper()}", f"--time={resources.time}"]
+    if resources.gpus:
+        opts.append(f"--gres=gpu:{resources.gpus}")
+    if resources.partition:
+        opts.append(f"--partition={resources.partition}")
+    if resources.account:
+        opts.append(f"--account={resources.account}")
+    return opts + list(resources.extra)
+
+
+class SlurmScheduler:
+    name = "slurm"
+
+    def __init__(self, runner: Runner = run_command):
+        self.runner = runner
+
+    def max_array_size(self, run: Run) -> int:
+        """The setting when given, else the controller's MaxArraySize, else Slurm's default."""
+        if run.settings.max_array_size:
+            return run.settings.max_array_size
+        try:
+            config = checked(self.runner, ["scontrol", "show", "config"])
+        except SubmissionError as exc:
+            log.warning("%s; assuming MaxArraySize=%d", exc, DEFAULT_MAX_ARRAY_SIZE)
+            return DEFAULT_MAX_ARRAY_SIZE
+        found = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.MULTILINE)
+        return int(found.group(1)) if found else DEFAULT_MAX_ARRAY_SIZE
+
+    def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
+        return [plan for plan, _, _ in self._plan(run, submission, size, max_running)]
+
+    def _plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[tuple[JobPlan, int, int]]:
+        script_path = run.path / "submissions" / f"{submission:03d}.slurm"
+        script = render("array.slurm", task_argv(run, submission))
+        plans = []
+        for offset, count in chunks(size, self.max_array_size(run)):  # indices stay below MaxArraySize
+            exports = ["ALL", export_value("DLCRUN_RUN", str(run.path)), f"DLCRUN_SUBMISSION={submission}"]
+            if offset:
+                exports.append(f"DLCRUN_ARRAY_OFFSET={offset}")
+            argv = [
+                "sbatch",
+                "--parsable",
+                f"--job-name={job_name('dlcrun', run.id)}",
+                f"--array=0-{count - 1}" + (f"%{max_running}" if max_running else ""),
+                f"--output={run.path / 'logs' / '%A_%a.out'}",
+                f"--export={','.join(exports)}",
+                "--requeue",
+                f"--signal={SIGNAL_BEFORE_LIMIT}",
+                *resource_options(run.settings.resources),
+                *([f"--dependency=afterany:{PREVIOUS}"] if offset and max_running else []),
+                str(script_path),
+            ]
+            plans.append((JobPlan(argv, script, script_path), offset, count))
+        return plans
+
+    def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
+        queued = submit_in_order(self.runner, self._plan(run, submission, size, max_running), _parse_job_id, "scancel")
+        arrays = [{"job": job, "offset": offset, "count": count} for job, offset, count in queued]
+        write_json(_arrays_file(run, submission), arrays)
+        return [str(a["job"]) for a in arrays]
+
+    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
+        offsets: dict[str, tuple[int, list[int]]] = {}
+        for sub in run.submissions():
+            if sub.scheduler != self.name:
+                continue
+            try:
+                arrays = read_json(_arrays_file(run, sub.number))
+            except FileNotFoundError:
+                arrays = [{"job": j, "offset": 0} for j in sub.job_ids]
+            for array in arrays:
+                offsets[str(array["job"])] = (int(array["offset"]), sub.indices)
+        wanted = [j for j in job_ids if j in offsets]
+        if not wanted:
+            return {}
+        argv = ["squeue", "--noheader", "--array", f"--jobs={','.join(wanted)}", "--format=%F|%K|%T"]
+        done = self.runner(argv)
+        if done.returncode != 0:
+            if "Invalid job id" in done.stderr:  # every array has ended and been purged
+                return {}
+            raise SubmissionError(f"squeue failed: {' '.join(done.stderr.split())[:300]}")
+        out: dict[int, str] = {}
+        for array_job, task, state in parse_squeue(done.stdout):
+            if array_job not in offsets or state not in _PENDING | _RUNNING:
+                continue
+            offset, indices = offsets[array_job]
+            k = offset + task
+            if k >= 0:  # an array index covers videos_per_task manifest lines
+                out.update((i, "running" if state in _RUNNING else "pending") for i in run.task_group(indices, k))
+        return out
+
+    def cancel(self, run: Run, job_ids: list[str]) -> None:
+        if job_ids:
+            checked(self.runner, ["scancel", *job_ids])
+
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+        script_path = workdir / "train.slurm"
+        write_script(script_path, render("train.slurm", argv))
+        command = [
+            "sbatch",
+            "--parsable",
+            f"--job-name={job_name('dlcrun-train', workdir.name)}",
+            f"--output={workdir / 'logs' / 'train_%j.out'}",
+            f"--export=ALL,{export_value('DLCRUN_TRAIN', str(workdir))}",
+            *resource_options(resources),
+            str(script_path),
+        ]
+        return _parse_job_id(checked(self.runner, command))
+
+
+def _parse_job_id(stdout: str) -> str:
+    """``sbatch --parsable`` prints ``<id>`` or ``<id>;<cluster>``."""
+    first = stdout.strip().split(";")[0]
+    if not first.isdigit():
+        raise SubmissionError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
+    return first
+
+
+def parse_squeue(stdout: str) -> list[tuple[str, int, str]]:
+    """(array job id, array task id, state) from ``squeue --array --format=%F|%K|%T`` lines."""
+    rows = []
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3 or not parts[1].isdigit():  # a job that is not an array task
+            continue
+        rows.append((parts[0], int(parts[1]), parts[2].upper()))
+    return rows
+
+
+@register("slurm")
+def _factory() -> SlurmScheduler:
+    return SlurmScheduler()

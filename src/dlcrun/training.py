@@ -1,0 +1,257 @@
+"""Training a DeepLabCut shuffle as one scheduler job, offline.
+
+``dlcrun train`` writes a training directory, ``<runs_dir>/train/<id>/``, holding the request
+(``train.json``), the job's log (``logs/``) and, once the job ends, ``result.json`` naming the
+new snapshot. The job runs ``dlcrun train-task --workdir <dir>``, which calls :func:`train`.
+
+Nothing is downloaded. DLC's ``train_network`` fetches ImageNet backbone weights unless it is
+given a snapshot to start from, so :func:`train` always gives it one: the newest snapshot of the
+shuffle (training continues), weights the user names, or, when there are none, a randomly
+initialised network saved into the training directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dlcrun.container import image_prefix
+from dlcrun.errors import ConfigError, DlcrunError
+from dlcrun.ledger import now, read_json, write_json
+from dlcrun.schedulers import scheduler_for
+from dlcrun.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST = "train.json"
+RESULT = "result.json"
+_SNAPSHOT = re.compile(r"snapshot-(\d+)\.pt$")
+
+
+@dataclass
+class TrainRequest:
+    """What a training job does; frozen in ``train.json`` before it is submitted."""
+
+    project: str
+    shuffle: int = 1
+    trainingsetindex: int = 0
+    epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    weights: str | None = None
+    evaluate: bool = True
+    scheduler: str = "local"
+    job_id: str = ""
+    submitted: str = ""
+
+
+@dataclass
+class Training:
+    workdir: Path
+    request: TrainRequest
+
+
+def start_training(
+    settings: Settings, epochs: int | None = None, weights: Path | None = None, evaluate: bool = True
+) -> Training:
+    """Create a training directory and submit its job to ``settings.scheduler``."""
+    if settings.project is None:
+        raise ConfigError("no DeepLabCut project: pass --project or set project in dlcrun.toml")
+    project = settings.project.expanduser().resolve()
+    if not (project / "config.yaml").is_file():
+        raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder")
+    if weights is not None and not weights.is_file():
+        raise ConfigError(f"--weights {weights}: no such file")
+    runs_dir = settings.runs_dir.expanduser().resolve()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = runs_dir / "train" / f"{stamp}-{project.name}"
+    suffix = 1
+    while workdir.exists():
+        suffix += 1
+        workdir = runs_dir / "train" / f"{stamp}-{project.name}-{suffix}"
+    (workdir / "logs").mkdir(parents=True)
+    request = TrainRequest(
+        project=str(project),
+        shuffle=settings.shuffle,
+        trainingsetindex=settings.trainingsetindex,
+        epochs=epochs,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        weights=str(weights.resolve()) if weights is not None else None,
+        evaluate=evaluate,
+        scheduler=settings.scheduler,
+    )
+    write_json(workdir / REQUEST, asdict(request))
+    argv = image_prefix(settings.image, [str(runs_dir), str(project)])
+    argv += ["dlcrun", "train-task", "--workdir", str(workdir)]
+    scheduler = scheduler_for(settings.scheduler)
+    request.job_id = scheduler.submit_training(workdir, argv, settings.resources)
+    request.submitted = now()
+    write_json(workdir / REQUEST, asdict(request))
+    return Training(workdir, request)
+
+
+def result(workdir: Path) -> dict[str, Any] | None:
+    """The job's ``result.json``, or None while it has not finished."""
+    try:
+        return read_json(Path(workdir) / RESULT)
+    except FileNotFoundError:
+        return None
+
+
+def run_training_task(workdir: Path) -> dict[str, Any]:
+    """What the training job runs: train as ``train.json`` says, then write ``result.json``."""
+    from dlcrun.task import Interrupted, job_id_from_environment, sigterm_unwinds
+
+    workdir = Path(workdir)
+    request = TrainRequest(**read_json(workdir / REQUEST))
+    outcome: dict[str, Any] = {"state": "running", "host": socket.gethostname(), "job_id": job_id_from_environment()}
+    outcome["started"] = now()
+    clock = time.monotonic()
+    try:
+        with sigterm_unwinds():
+            snapshot = train(
+                Path(request.project),
+                shuffle=request.shuffle,
+                trainingsetindex=request.trainingsetindex,
+                epochs=request.epochs,
+                batch_size=request.batch_size,
+                device=request.device,
+                weights=Path(request.weights) if request.weights else None,
+                workdir=workdir,
+            )
+            if request.evaluate:
+                outcome["selected"] = evaluate_and_select(
+                    Path(request.project), request.shuffle, request.trainingsetindex, snapshot, request.device
+                )
+        outcome.update(state="done", snapshot=str(snapshot))
+    except Interrupted as exc:
+        outcome.update(state="interrupted", error=str(exc))
+    except DlcrunError as exc:
+        outcome.update(state="failed", error=" ".join(str(exc).split()))
+    except Exception as exc:  # the job must always leave a result; the traceback goes to its log
+        log.exception("training failed")
+        outcome.update(state="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+    outcome.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
+    write_json(workdir / RESULT, outcome)
+    return outcome
+
+
+def train(
+    project: Path,
+    shuffle: int = 1,
+    trainingsetindex: int = 0,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    weights: Path | None = None,
+    workdir: Path | None = None,
+) -> Path:
+    """Train ``shuffle`` of ``project`` with DeepLabCut and return the newest snapshot.
+
+    Starts from ``weights``, else the shuffle's newest snapshot, else random weights saved in
+    ``workdir`` (never ImageNet weights: they would be downloaded).
+    """
+    import deeplabcut
+    from deeplabcut.pose_estimation_pytorch.task import Task
+
+    from dlcrun.inference import _loader, quiet_environment, resolve_device
+
+    project = Path(project).resolve()
+    loader = _loader(project, shuffle, trainingsetindex)
+    if Task(loader.model_cfg.get("method", "bu")) != Task.BOTTOM_UP:
+        raise ConfigError(
+            f"{loader.model_folder}: top-down models also train a detector, which would need downloaded "
+            "weights; dlcrun trains bottom-up models"
+        )
+    quiet_environment(Path(workdir) if workdir is not None else None)
+    start = weights or latest_snapshot(loader.model_folder)
+    if start is None:
+        if workdir is None:
+            raise ConfigError(f"{loader.model_folder}: no snapshot to start from; pass weights or a workdir")
+        start = random_init(loader, Path(workdir) / "init.pt")
+        log.info("no snapshot to start from: random initial weights in %s", start)
+    else:
+        log.info("starting from %s", start)
+    before = time.time()
+    deeplabcut.train_network(
+        str(project / "config.yaml"),
+        shuffle=shuffle,
+        trainingsetindex=trainingsetindex,
+        device=resolve_device(device),
+        snapshot_path=str(start),
+        epochs=epochs,
+        batch_size=batch_size,
+    )
+    written = [p for p in loader.model_folder.glob("snapshot-*.pt") if p.stat().st_mtime >= before - 1]
+    if not written:
+        raise DlcrunError(f"{loader.model_folder}: training ended without writing a snapshot (epochs 0?)")
+    return max(written, key=lambda p: p.stat().st_mtime)
+
+
+def evaluate_and_select(
+    project: Path, shuffle: int, trainingsetindex: int, snapshot: Path, device: str = "auto"
+) -> dict[str, Any]:
+    """DLC's evaluate_network on the new snapshot, then record the shuffle's best evaluated one.
+
+    The choice (lowest test RMSE; the newer on a tie) goes to ``dlcrun-selected.json`` beside the
+    snapshots, which ``submit`` uses when no --snapshot is given: later batches get the best
+    network without anyone editing config.yaml's positional ``snapshotindex``.
+    """
+    import deeplabcut
+
+    from dlcrun.inference import SELECTED_FILE, _loader, resolve_device
+    from dlcrun.project import list_models
+
+    loader = _loader(Path(project), shuffle, trainingsetindex)
+    deeplabcut.evaluate_network(
+        str(Path(project) / "config.yaml"),
+        shuffles=[shuffle],
+        trainingsetindex=trainingsetindex,
+        snapshots_to_evaluate=[snapshot.stem],
+        device=resolve_device(device),
+        show_errors=False,
+    )
+    scored = [
+        m
+        for m in list_models(project)
+        if m.shuffle == shuffle and abs(m.train_fraction - loader.train_fraction) < 1e-6 and m.test_rmse is not None
+    ]
+    if not scored:
+        raise DlcrunError(f"{loader.model_folder}: evaluate_network wrote no test error for {snapshot.name}")
+    best = min(scored, key=lambda m: (m.test_rmse, -(m.epochs or 0)))
+    choice = {
+        "snapshot": best.snapshot,
+        "epochs": best.epochs,
+        "test_rmse": best.test_rmse,
+        "train_rmse": best.train_rmse,
+        "selected": now(),
+    }
+    write_json(loader.model_folder / SELECTED_FILE, choice)
+    log.info("selected %s (test RMSE %.2f px) for later batches", best.snapshot, best.test_rmse)
+    return choice
+
+
+def latest_snapshot(model_folder: Path) -> Path | None:
+    """The regular snapshot with the most epochs (``snapshot-best-*`` may be older)."""
+    found = [(int(m.group(1)), p) for p in model_folder.glob("snapshot-*.pt") if (m := _SNAPSHOT.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def random_init(loader: Any, path: Path) -> Path:
+    """A randomly initialised network of the shuffle's architecture, saved as a DLC snapshot."""
+    import torch
+    from deeplabcut.core.config import read_config_as_dict
+    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+
+    model_cfg = read_config_as_dict(loader.model_config_path)
+    model = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path
