@@ -230,6 +230,26 @@ def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
     assert run.record(2).attempts == 2 and run.record(2).job_id == f"{second.job_ids[0]}_0"
 
 
+def test_videos_per_task_array(slurm_cluster: Path, tmp_path: Path, demo_project: Path, tiny_videos) -> None:
+    """--videos-per-task 2 over 3 videos: an array of 2 indices; index 0 analyses lines 0 and 1
+    with one model load; squeue's state of an array index covers both of its lines."""
+    videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4", "c.mp4"], frames=30)
+    run = start(tmp_path, demo_project, videos, max_running=1, videos_per_task=2)
+    sub = batch.submit(run)
+    job = sub.job_ids[0]
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + 300
+    while not seen and time.monotonic() < deadline:
+        seen = {i: s for i, s in SlurmScheduler().states(run, [job]).items() if s == "running"}
+        time.sleep(0.2)
+    assert set(seen) in ({0, 1}, {2}), seen
+    final, _ = follow(run)
+    assert final.counts["done"] == 3
+    assert [final.records[i].job_id for i in range(3)] == [f"{job}_0", f"{job}_0", f"{job}_1"]
+    assert final.records[0].seconds["load"] > 0 and final.records[1].seconds["load"] == 0
+    assert not list((tmp_path / "scratch").iterdir())
+
+
 def test_cancel_stops_a_running_array(
     slurm_cluster: Path, tmp_path: Path, demo_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
