@@ -9,6 +9,9 @@ done differently on purpose (see shared notes on DLC in a job array):
   (or a read-only bind in a container) break the batch.
 - the snapshot is pinned at submit time and recorded, so every index uses the same weights
   and output names do not drift while training continues.
+- the frame loop is dlcrun's (``engine.py``: a decoder thread, batches, the .h5 written in
+  chunks) around DLC's own model, pre- and post-processor, so a long video's predictions are
+  never all in RAM and the model does not wait for the decoder.
 
 ``deeplabcut`` is imported lazily: it costs seconds, and ``status`` or ``manifest`` need none of it.
 """
@@ -276,10 +279,10 @@ class Analyzer:
         )
         start = time.time()
         try:
-            rows = self.engine.run(stream, stride, table.add, RateLog(video.name, info.header_frames))
+            rows = self.engine.run(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
         except InferenceError:
             raise
-        except (RuntimeError, ValueError, OSError) as exc:
+        except (RuntimeError, ValueError, OSError) as exc:  # torch, pandas/PyTables, the decoder
             raise InferenceError(f"{video.name}: inference failed ({type(exc).__name__}: {exc})") from exc
         finally:
             stream.close()
