@@ -305,3 +305,18 @@ def test_unknown_decoder_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown decoder 'nvdec' \(available here: .*opencv"):
         decoder_for("nvdec")
 
+
+
+@pytest.mark.slow
+def test_bf16_runs_and_says_so(demo_project: Path, tmp_path: Path) -> None:
+    """bf16 autocast: same rows and format; the metadata records the precision."""
+    from dlcrun.demo import write_video
+    from dlcrun.inference import Analyzer, pin_model
+
+    video = write_video(tmp_path / "v.mp4", frames=6)
+    analysis = Analyzer(pin_model(demo_project), batch_size=4, device="cpu", precision="bf16").analyze(video, tmp_path)
+    frame = read(analysis.files[0])
+    assert list(frame.index) == list(range(6)) and np.isfinite(frame.to_numpy()).all()
+    assert frame.dtypes.unique().tolist() == [np.float32]
+    with open(analysis.files[1], "rb") as fh:
+        assert pickle.load(fh)["dlcrun"]["precision"] == "bf16"
