@@ -329,3 +329,7 @@ def test_train_job_writes_a_snapshot(
     (log,) = (workdir / "logs").glob("train_*.out")
     assert "Epoch 1/1" in log.read_text()
     assert result["job_id"] == log.stem.removeprefix("train_")
+    assert result["selected"]["snapshot"] == snapshot.name, "the job evaluated and selected its snapshot"
+    from dlcrun.inference import pin_model
+
+    assert Path(pin_model(project).snapshot) == snapshot.resolve(), "submit pins the trained snapshot"
