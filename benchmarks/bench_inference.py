@@ -31,24 +31,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def build_fixture_project(fixture: Path, workdir: Path) -> Path:
     """The openfield fixture as a DLC 3 project with a random-initialised ResNet-50 snapshot
     (inference cost does not depend on the weights)."""
-    import deeplabcut
-    from deeplabcut.core.engine import Engine
-    from ruamel.yaml import YAML
+    from dlcrun.demo import project_from_example
 
-    from dlcrun.demo import init_snapshot
-
-    project = workdir / "openfield-Pranav-2018-10-30"
-    project.mkdir(parents=True)
-    shutil.copytree(fixture / "labeled-data", project / "labeled-data")
-    yaml = YAML()
-    cfg = yaml.load((fixture / "config.yaml").read_text())
-    cfg["project_path"] = str(project)
-    cfg["video_sets"] = {str(project / "videos" / "m4s1.mp4"): {"crop": "0, 640, 0, 480"}}
-    with open(project / "config.yaml", "w") as fh:
-        yaml.dump(cfg, fh)
-    deeplabcut.create_training_dataset(str(project / "config.yaml"), net_type="resnet_50", engine=Engine.PYTORCH)
-    init_snapshot(project / "config.yaml", epoch=5)
-    return project
+    return project_from_example(fixture, workdir)
 
 
 def cut(video: Path, frames: int, dst: Path) -> Path:

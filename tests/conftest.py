@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,24 +27,9 @@ def openfield_fixture() -> Path:
 @pytest.fixture(scope="session")
 def openfield_project(openfield_fixture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real openfield project (labelled data, config) with a random-initialised ResNet-50 snapshot."""
-    import deeplabcut
-    from deeplabcut.core.engine import Engine
-    from ruamel.yaml import YAML
+    from dlcrun.demo import project_from_example
 
-    from dlcrun.demo import init_snapshot
-
-    project = tmp_path_factory.mktemp("openfield") / "openfield-Pranav-2018-10-30"
-    project.mkdir()
-    shutil.copytree(openfield_fixture / "labeled-data", project / "labeled-data")
-    yaml = YAML()
-    cfg = yaml.load((openfield_fixture / "config.yaml").read_text())
-    cfg["project_path"] = str(project)
-    cfg["video_sets"] = {str(project / "videos" / "m4s1.mp4"): {"crop": "0, 640, 0, 480"}}
-    with open(project / "config.yaml", "w") as fh:
-        yaml.dump(cfg, fh)
-    deeplabcut.create_training_dataset(str(project / "config.yaml"), net_type="resnet_50", engine=Engine.PYTORCH)
-    init_snapshot(project / "config.yaml", epoch=5)
-    return project
+    return project_from_example(openfield_fixture, tmp_path_factory.mktemp("openfield"))
 
 
 def cut_clip(src: Path, dst: Path, frames: int, scale: float = 1.0) -> Path:

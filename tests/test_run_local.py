@@ -25,18 +25,9 @@ from dlcrun.cli import app
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
 from dlcrun.settings import load_settings
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(run: Run, timeout: float = 600) -> batch.Status:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = batch.status(run)
-        if current.finished:
-            return current
-        time.sleep(0.5)
-    raise AssertionError(f"run {run.path} not finished after {timeout}s: {batch.status(run).counts}")
 
 
 def start(tmp_path: Path, project: Path, videos: list[Path], dest: Path | None = None, **overrides: object) -> Run:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from dlcrun.errors import InferenceError
+from waiting import wait_for
 
 KEY = "df_with_missing"
 
@@ -219,7 +220,7 @@ def test_videos_per_task_on_the_local_scheduler(tmp_path: Path, demo_project: Pa
     sub = batch.submit(run)
     assert run.array_size(len(sub.indices)) == 3
     assert [run.manifest_indices(sub.number, k) for k in range(3)] == [[0, 1], [2, 3], [4]]
-    final = _wait(run)
+    final = wait_for(run)
     assert final.states == {0: "done", 1: "done", 2: "done", 3: "failed", 4: "done"}
     assert "v3.mp4" in final.records[3].error
     records = final.records
@@ -234,7 +235,7 @@ def test_videos_per_task_on_the_local_scheduler(tmp_path: Path, demo_project: Pa
 
     again = batch.resubmit(Run(run.path))
     assert again is not None and again.indices == [3]
-    assert _wait(run).states[3] == "failed"
+    assert wait_for(run).states[3] == "failed"
     assert run.record(3).attempts == 2 and run.record(0).attempts == 1
 
 
@@ -270,18 +271,6 @@ def test_stride_is_part_of_done(tmp_path: Path, demo_project: Path, tiny_videos)
     assert again.state == "done" and "infer" not in again.seconds and again.stride == 3
     other = run_indices(new_run("other", stride=2), [0])[0]
     assert "infer" in other.seconds and list(read(Path(other.outputs[-1].uri)).index) == [0, 2, 4, 6]
-
-
-def _wait(run, timeout: float = 600):
-    from dlcrun import batch
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = batch.status(run)
-        if current.finished:
-            return current
-        time.sleep(0.5)
-    raise AssertionError(f"run {run.path} not finished after {timeout}s")
 
 
 def test_duration_and_sampling_settings() -> None:

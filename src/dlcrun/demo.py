@@ -96,6 +96,30 @@ def init_snapshot(config: Path, shuffle: int = 1, epoch: int = 1, seed: int = 0)
     return random_init(loader, loader.model_folder / f"snapshot-{epoch:03d}.pt")
 
 
+def project_from_example(example: Path, workdir: Path, epoch: int = 5) -> Path:
+    """A DLC example project (config.yaml + labeled-data, e.g. DLC's openfield) made runnable
+    offline: paths rewritten, a PyTorch ResNet-50 shuffle 1, a random-initialised snapshot."""
+    import shutil
+
+    import deeplabcut
+    from deeplabcut.core.engine import Engine
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    cfg = yaml.load((example / "config.yaml").read_text())
+    project = workdir / f"{cfg['Task']}-{cfg['scorer']}"
+    project.mkdir(parents=True)
+    shutil.copytree(example / "labeled-data", project / "labeled-data")
+    cfg["project_path"] = str(project)
+    folders = sorted(p.name for p in (project / "labeled-data").iterdir() if p.is_dir())
+    cfg["video_sets"] = {str(project / "videos" / f"{name}.mp4"): {"crop": "0, 640, 0, 480"} for name in folders}
+    with open(project / "config.yaml", "w") as fh:
+        yaml.dump(cfg, fh)
+    deeplabcut.create_training_dataset(str(project / "config.yaml"), net_type="resnet_50", engine=Engine.PYTORCH)
+    init_snapshot(project / "config.yaml", epoch=epoch)
+    return project
+
+
 def run_demo(workdir: Path, n_videos: int = 3, console: Any = None) -> Path:
     """Project, videos, spreadsheet -> manifest -> local array -> status; returns the run dir."""
     import openpyxl
