@@ -223,6 +223,10 @@ def sample(
     mtime_fallback: MtimeOpt = False,
     dayfirst: DayfirstOpt = False,
     sheet_name: SheetNameOpt = None,
+    extract_to: Annotated[Optional[Path], typer.Option(
+        help="DLC project: add the sampled videos and extract frames to label (DLC's own functions)")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="with --extract-to: frames per video (numframes2pick)")] = None,
+    copy_videos: Annotated[bool, typer.Option(help="with --extract-to: copy local videos instead of linking")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Draw a reproducible random sample of videos for labelling, spread over cameras or days."""
@@ -251,6 +255,13 @@ def sample(
         table.add_row(s.key or "(blank)", str(s.available), str(s.chosen))
     out.print(table)
     out.print(f"{len(drawn.videos)} of {sum(s.available for s in drawn.strata)} videos (seed {seed}) -> {target}")
+    if extract_to is not None:
+        from dlcrun.labelling import extract_for_labelling
+
+        with err.status("adding the videos to the project and extracting frames..."):
+            counts = extract_for_labelling(extract_to, [v.uri for v in drawn.videos], frames, copy_videos)
+        out.print(f"{sum(counts.values())} frames to label in {extract_to / 'labeled-data'} "
+                  f"({len(counts)} videos); next: deeplabcut.label_frames")
 
 
 auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
