@@ -144,3 +144,36 @@ def test_selection_sheet_on_a_dropbox_root(
         "dropbox:/Videos/tank1/cam_2026-10-02_10-00-00.mp4",
         "dropbox:/Videos/tank2/cam_2026-10-03_07-30-00.mp4",
     ]
+
+
+@pytest.mark.dropbox
+@pytest.mark.parametrize("overlap", [False, True])
+def test_lab_sheet_on_a_dropbox_root_line_by_line(
+    dropbox_emulator: DropboxEmulator, dropbox_env: tuple[str, str], tmp_path: Path, overlap: bool
+) -> None:
+    """The lab's own sheet over the same iSpy tree as the local-root tests, served by Dropbox."""
+    from selection_data import HEADER, ROWS, TREE, comments, entries, write_xlsx
+
+    for folder, files in TREE.items():
+        for name, size in files.items():
+            dropbox_emulator.put_file(f"/iSpyData/video/{folder}/{name}", b"v" * size)
+    sheet = write_xlsx(tmp_path / "Video_Set_Oct26.xlsx", HEADER, ROWS)
+    target = tmp_path / "oct26.txt"
+    args = ["manifest", str(sheet), "--root", "dropbox:/iSpyData/video", "-o", str(target)]
+    result = CliRunner().invoke(app, args + ["--overlap"] * overlap)
+    assert result.exit_code == 0, result.output
+    names = [
+        "cam1/cam1_2020-10-26_00-00-00.mp4",
+        "cam1/cam1_2020-10-26_12-00-00.mp4",
+        "cam1/cam1_2020-10-27_23-00-00.mp4",
+        "cam1/cam1_2020-10-27_23-59-59.mp4",
+        "cam2/cam2_2020-10-26_08-15-00.avi",
+        "cam2/cam2_2020-10-26_23-45-10.avi",
+    ]
+    if overlap:
+        names = ["cam1/cam1_2020-10-25_23-30-00.mp4", *names[:4], "cam2/cam2_2020-10-25_20-00-00.avi",
+                 *names[4:], "cam2/cam2_2020-10-27_00-00-01.avi"]
+    assert entries(target) == [f"dropbox:/iSpyData/video/{n}" for n in names]
+    assert any(c.startswith('row 2: folder="cam1" window=2020-10-26T00:00:00..2020-10-27T23:59:59') for c in comments(target))
+    assert "conflicted" in result.output
+    assert ("row 5" in result.output) != overlap, "row 5's window is empty unless the video before it runs into it"
