@@ -33,6 +33,16 @@ TREE: dict[str, dict[str, int]] = {
     },
 }
 
+# What the lab sheet (ROWS) selects from TREE without --overlap, in manifest order.
+IN_WINDOW = [
+    "cam1/cam1_2020-10-26_00-00-00.mp4",
+    "cam1/cam1_2020-10-26_12-00-00.mp4",
+    "cam1/cam1_2020-10-27_23-00-00.mp4",
+    "cam1/cam1_2020-10-27_23-59-59.mp4",
+    "cam2/cam2_2020-10-26_08-15-00.avi",
+    "cam2/cam2_2020-10-26_23-45-10.avi",
+]
+
 HEADER = ["Tank", "Start Date", "END", "Notes"]
 ROWS: list[list[Any] | None] = [
     ["cam1", "26-Oct-2020", "27-Oct-2020", "text dates"],  # sheet row 2

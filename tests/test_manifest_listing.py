@@ -152,7 +152,7 @@ def test_lab_sheet_on_a_dropbox_root_line_by_line(
     dropbox_emulator: DropboxEmulator, dropbox_env: tuple[str, str], tmp_path: Path, overlap: bool
 ) -> None:
     """The lab's own sheet over the same iSpy tree as the local-root tests, served by Dropbox."""
-    from selection_data import HEADER, ROWS, TREE, comments, entries, write_xlsx
+    from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, write_xlsx
 
     for folder, files in TREE.items():
         for name, size in files.items():
@@ -162,14 +162,7 @@ def test_lab_sheet_on_a_dropbox_root_line_by_line(
     args = ["manifest", str(sheet), "--root", "dropbox:/iSpyData/video", "-o", str(target)]
     result = CliRunner().invoke(app, args + ["--overlap"] * overlap)
     assert result.exit_code == 0, result.output
-    names = [
-        "cam1/cam1_2020-10-26_00-00-00.mp4",
-        "cam1/cam1_2020-10-26_12-00-00.mp4",
-        "cam1/cam1_2020-10-27_23-00-00.mp4",
-        "cam1/cam1_2020-10-27_23-59-59.mp4",
-        "cam2/cam2_2020-10-26_08-15-00.avi",
-        "cam2/cam2_2020-10-26_23-45-10.avi",
-    ]
+    names = IN_WINDOW
     if overlap:
         names = ["cam1/cam1_2020-10-25_23-30-00.mp4", *names[:4], "cam2/cam2_2020-10-25_20-00-00.avi",
                  *names[4:], "cam2/cam2_2020-10-27_00-00-01.avi"]

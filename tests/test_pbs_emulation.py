@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import waiting
 from dlcrun import batch
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
@@ -158,15 +159,9 @@ def start(tmp_path: Path, project: Path, videos: list[Path], scheduler: str, **o
 
 def wait_for(run: Run, timeout: float = 600) -> tuple[batch.Status, set[str]]:
     """The final status, and every state status showed on the way."""
-    deadline = time.monotonic() + timeout
     seen: set[str] = set()
-    while time.monotonic() < deadline:
-        current = batch.status(run)
-        seen |= set(current.states.values())
-        if current.finished:
-            return current, seen
-        time.sleep(0.5)
-    raise AssertionError(f"{run.path} not finished after {timeout}s: {batch.status(run).counts}")
+    final = waiting.wait_for(run, timeout, each=lambda current: seen.update(current.states.values()))
+    return final, seen
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def golden(name: str, text: str, tmp_path: Path) -> None:
 def add_submission(run: Run, scheduler: str, jobs: list[str], indices: list[int]) -> int:
     number = run.next_submission_number()
     run.write_indices(number, indices)
-    run.add_submission(scheduler, jobs, indices, None)
+    run.add_submission(number, scheduler, jobs, indices, None)
     return number
 
 
@@ -143,7 +143,7 @@ def test_slurm_states_apply_the_offset_of_a_split_submission(tmp_path: Path) -> 
     sched = SlurmScheduler(runner)
     number = run.next_submission_number()
     run.write_indices(number, [0, 1, 2, 3, 4])
-    run.add_submission("slurm", sched.submit(run, number, 5, None), [0, 1, 2, 3, 4], None)
+    run.add_submission(number, "slurm", sched.submit(run, number, 5, None), [0, 1, 2, 3, 4], None)
     assert sched.states(run, ["10", "11", "12"]) == {3: "running", 4: "pending"}
 
 

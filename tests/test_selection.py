@@ -22,7 +22,7 @@ from dlcrun.selection import (
     sheet_kind,
 )
 from dlcrun.storage import StoredObject, register
-from selection_data import HEADER, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
+from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
 
 runner = CliRunner()
 
@@ -31,14 +31,6 @@ def expected(root: Path, names: list[str]) -> list[str]:
     return [str(root / n) for n in names]
 
 
-IN_WINDOW = [
-    "cam1/cam1_2020-10-26_00-00-00.mp4",
-    "cam1/cam1_2020-10-26_12-00-00.mp4",
-    "cam1/cam1_2020-10-27_23-00-00.mp4",
-    "cam1/cam1_2020-10-27_23-59-59.mp4",
-    "cam2/cam2_2020-10-26_08-15-00.avi",
-    "cam2/cam2_2020-10-26_23-45-10.avi",
-]
 
 
 def test_lab_sheet_manifest_line_by_line(tmp_path: Path) -> None:

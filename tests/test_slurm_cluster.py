@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import waiting
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.ledger import Run
@@ -181,15 +182,13 @@ def follow(run: Run, timeout: float = 600) -> tuple[batch.Status, int]:
     """Poll until every index has ended; also the most indices squeue ever showed running."""
     sched = SlurmScheduler()
     most = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def count_running(current: batch.Status) -> None:
+        nonlocal most
         jobs = [j for sub in run.submissions() for j in sub.job_ids]
         most = max(most, sum(s == "running" for s in sched.states(run, jobs).values()))
-        current = batch.status(run)
-        if current.finished:
-            return current, most
-        time.sleep(0.5)
-    raise AssertionError(f"{run.path} not finished after {timeout}s: {batch.status(run).counts}")
+
+    return waiting.wait_for(run, timeout, each=count_running), most
 
 
 def test_array_throttled_failure_in_status_resubmit_reruns_only_it(

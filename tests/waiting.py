@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from dlcrun import batch
 from dlcrun.ledger import Run
 
 
-def wait_for(run: Run, timeout: float = 600) -> batch.Status:
-    """Poll ``dlcrun status`` logic until every index of ``run`` has finished."""
+def wait_for(run: Run, timeout: float = 600, each: Callable[[batch.Status], None] | None = None) -> batch.Status:
+    """Poll ``dlcrun status`` logic until every index of ``run`` has finished.
+
+    ``each`` sees every status on the way, for tests that check what was shown meanwhile.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = batch.status(run)
+        if each is not None:
+            each(current)
         if current.finished:
             return current
         time.sleep(0.5)

@@ -92,7 +92,7 @@ def submit(run: Run, indices: list[int] | None = None) -> Submission:
     run.write_indices(number, indices)
     max_running = _max_running(settings, scheduler.name)
     job_ids = scheduler.submit(run, number, run.array_size(len(indices)), max_running)
-    return run.add_submission(scheduler.name, job_ids, indices, max_running)
+    return run.add_submission(number, scheduler.name, job_ids, indices, max_running)
 
 
 def plan(run: Run, indices: list[int] | None = None) -> list[JobPlan]:
@@ -174,6 +174,3 @@ def cancel(run: Run) -> int:
         scheduler_for(name).cancel(run, jobs)
     return sum(1 for s in current.states.values() if s in ("running", "queued"))
 
-
-def load_manifest(path: Path) -> Manifest:
-    return read_manifest(path)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import secrets
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from dlcrun.manifest import Manifest, read_manifest, write_manifest
 from dlcrun.settings import Settings
 
 SUBMISSION_GLOB = "[0-9][0-9][0-9].json"
-STATES = ("done", "running", "failed", "interrupted")
 
 
 def now() -> str:
@@ -188,9 +186,8 @@ class Run:
         return out
 
     def add_submission(
-        self, scheduler: str, job_ids: list[str], indices: list[int], max_running: int | None
+        self, number: int, scheduler: str, job_ids: list[str], indices: list[int], max_running: int | None
     ) -> Submission:
-        number = len(list((self.path / "submissions").glob(SUBMISSION_GLOB))) + 1
         sub = Submission(number, scheduler, job_ids, indices, now(), max_running)
         write_json(self.path / "submissions" / f"{number:03d}.json", asdict(sub))
         return sub
@@ -242,13 +239,3 @@ class Run:
     def manifest_index(self, submission: int | None, array_index: int) -> int:
         """The first (with videos_per_task 1, the only) manifest index of an array index."""
         return self.manifest_indices(submission, array_index)[0]
-
-    def counts(self) -> Counter[str]:
-        recs = self.records()
-        counts: Counter[str] = Counter(r.state for r in recs.values())
-        counts["pending"] = len(self) - len(recs)
-        return counts
-
-    def unfinished(self) -> list[int]:
-        recs = self.records()
-        return [i for i in range(len(self)) if i not in recs or recs[i].state != "done"]
