@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlcrun.dates import bounds, parse_day
 from dlcrun.errors import ManifestError
 from dlcrun.storage import join, scheme_of, sha256_file
 
@@ -115,37 +116,6 @@ def find_column(sheet: Sheet, wanted: str | None, candidates: Sequence[str], wha
     return None
 
 
-def parse_when(value: Any, dayfirst: bool = False) -> dt.datetime:
-    """A cell as a datetime: Excel dates as they are, text in the common written forms."""
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time())
-    import pandas as pd
-
-    text = str(value).strip()
-    try:
-        stamp = pd.to_datetime(text, dayfirst=dayfirst)
-    except (ValueError, OverflowError, TypeError):
-        raise ValueError(f"'{text}' is not a date") from None
-    if pd.isna(stamp):
-        raise ValueError(f"'{text}' is not a date")
-    return stamp.to_pydatetime().replace(tzinfo=None)
-
-
-def _bound(text: str | None, end: bool, dayfirst: bool) -> dt.datetime | None:
-    """--since/--until: a bare date as --until means the whole day."""
-    if text is None:
-        return None
-    try:
-        when = parse_when(text, dayfirst)
-    except ValueError as exc:
-        raise ManifestError(f"--{'until' if end else 'since'}: {exc}") from None
-    if end and when.time() == dt.time() and ":" not in text:
-        when = when + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    return when
-
-
 def manifest_from_list(
     sheet: Sheet,
     *,
@@ -170,7 +140,7 @@ def manifest_from_list(
     cam_col = find_column(sheet, None, CAMERA_COLUMNS, "camera")
     if cameras and cam_col is None:
         raise ManifestError(f"{sheet.path}: --camera needs a camera column ({', '.join(CAMERA_COLUMNS)})")
-    lo, hi = _bound(since, False, dayfirst), _bound(until, True, dayfirst)
+    lo, hi = bounds(since, until, dayfirst, flags=("--since", "--until"))
     wanted_cams = {c.lower() for c in cameras}
 
     base = root or str(sheet.path.resolve().parent)
@@ -193,7 +163,7 @@ def manifest_from_list(
                 errors.append(f"row {row.number}: '{when_col}' is empty")
                 continue
             try:
-                when = parse_when(raw, dayfirst)
+                when = parse_day(raw, dayfirst)
             except ValueError as exc:
                 errors.append(f"row {row.number}: '{when_col}' {exc}")
                 continue

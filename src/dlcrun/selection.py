@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from dlcrun.dates import bounds, parse_day, window
 from dlcrun.errors import ConfigError, ManifestError, StorageError
 from dlcrun.manifest import (
     TIME_COLUMNS,
@@ -42,7 +43,6 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
 SheetKind = Literal["list", "selection"]
 
 _CONFLICTED = re.compile(r"\s\(\d+\)$|\((?:[^()]*\s)?(?:conflicted copy|case conflict)[^()]*\)", re.IGNORECASE)
-_WHOLE_DAY = dt.timedelta(days=1) - dt.timedelta(microseconds=1)
 _STRFTIME = {
     "Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,2}", "I": r"\d{1,2}",
     "M": r"\d{1,2}", "S": r"\d{1,2}", "f": r"\d{1,6}", "j": r"\d{1,3}", "p": r"[AaPp][Mm]",
@@ -202,64 +202,6 @@ def is_conflicted_copy(name: str) -> bool:
 
 
 # --- dates ------------------------------------------------------------------------------------
-
-
-def parse_day(value: Any, dayfirst: bool = False) -> dt.datetime:
-    """A date cell: an Excel date, an Excel serial number, or text in a common written form.
-
-    Text must give day, month and year (``26-Oct-2020``, ``2020-10-26``, ``10/26/2020``);
-    ``dayfirst`` settles ``01/02/2020``. Raises ValueError with a short reason.
-    """
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None)
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        from openpyxl.utils.datetime import from_excel
-
-        if not 1 <= value < 2958466:
-            raise ValueError(f"{value} is not a date")
-        return from_excel(value)
-    from dateutil import parser
-
-    text = str(value).strip()
-    try:
-        # Parsed twice with different defaults: a component that differs was not in the text.
-        a = parser.parse(text, dayfirst=dayfirst, default=dt.datetime(1, 1, 1))
-        b = parser.parse(text, dayfirst=dayfirst, default=dt.datetime(2, 2, 2))
-    except (ValueError, OverflowError):
-        raise ValueError(f"'{text}' is not a date") from None
-    if (a.year, a.month, a.day) != (b.year, b.month, b.day):
-        raise ValueError(f"'{text}' is not a full date (day, month and year)")
-    return a.replace(tzinfo=None)
-
-
-def window(start: Any, end: Any, dayfirst: bool = False) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end] where a date without a time of day means the whole day (end: up to 23:59:59)."""
-    lo, hi = parse_day(start, dayfirst), parse_day(end, dayfirst)
-    if hi.time() == dt.time():
-        hi = hi + _WHOLE_DAY
-    return lo, hi
-
-
-def bounds(
-    since: str | None, until: str | None, dayfirst: bool = False
-) -> tuple[dt.datetime | None, dt.datetime | None]:
-    """--from/--to as a window; either side may be open."""
-    lo = hi = None
-    try:
-        if since is not None:
-            lo = parse_day(since, dayfirst)
-    except ValueError as exc:
-        raise ManifestError(f"--from: {exc}") from None
-    try:
-        if until is not None:
-            hi = window(until, until, dayfirst)[1]
-    except ValueError as exc:
-        raise ManifestError(f"--to: {exc}") from None
-    if lo is not None and hi is not None and hi < lo:
-        raise ManifestError(f"--to {until} is before --from {since}")
-    return lo, hi
 
 
 # --- which kind of sheet ----------------------------------------------------------------------
@@ -583,14 +525,7 @@ def from_listing(
     """
     if dates not in ("modified", "name"):
         raise ManifestError(f"--dates: '{dates}' is not one of modified, name")
-    try:
-        lo = parse_day(since, dayfirst) if since is not None else None
-    except ValueError as exc:
-        raise ManifestError(f"--since: {exc}") from None
-    try:
-        hi = window(until, until, dayfirst)[1] if until is not None else None
-    except ValueError as exc:
-        raise ManifestError(f"--until: {exc}") from None
+    lo, hi = bounds(since, until, dayfirst, flags=("--since", "--until"))
     name_pattern = NamePattern.compile(pattern)
     videos, undated, conflicted, seen = [], [], [], 0
     for obj, name in _videos_only(objects, conflicted):
