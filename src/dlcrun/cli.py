@@ -302,7 +302,8 @@ def submit(
     batch_size: Annotated[Optional[int], typer.Option(help="frames per forward pass")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 (DLC's keypoints), bf16 or fp16 (faster)")] = None,
-    decoder: Annotated[Optional[str], typer.Option(help="video decoder (opencv, as DLC)")] = None,
+    decoder: Annotated[Optional[str], typer.Option(
+        help="video decoder: opencv (as DLC) or pyav (same frames, FFmpeg threads)")] = None,
     videos_per_task: Annotated[Optional[int], typer.Option(
         help="manifest lines per array index (one model load; next video prefetched)")] = None,
     stride: Annotated[Optional[int], typer.Option(help="analyse one frame in N")] = None,

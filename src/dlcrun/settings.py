@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="model arithmetic: fp32 (keypoints equal DLC's), or bf16/fp16 autocast (faster)"
     )
-    decoder: str = Field("opencv", description="video decoder: opencv (what DLC uses)")
+    decoder: str = Field(
+        "opencv", description="video decoder: opencv (what DLC uses) or pyav (same frames, FFmpeg's threads)"
+    )
     videos_per_task: int = Field(
         1, ge=1, description="manifest lines per array index: one model load, next video prefetched"
     )
@@ -94,6 +96,18 @@ class Settings(BaseSettings):
             return None
         if value is not None:
             parse_duration(value)
+        return value
+
+    @field_validator("decoder")
+    @classmethod
+    def _known_decoder(cls, value: str) -> str:
+        if value != "opencv":  # checked here, not in each array index; opencv always is (DLC's own)
+            from dlcrun.decoders import decoder_for
+
+            try:
+                decoder_for(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from dlcrun.decoders import VideoInfo, register
 from dlcrun.decoders.opencv import _dlc_bbox
@@ -43,6 +44,8 @@ class PyAVStream:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"  # frame + slice threads
         self._stream.thread_count = threads  # 0: FFmpeg's choice, the cores this process may use
+        self._threads = threads
+        self._rgb = VideoReformatter()  # one swscale context for the stream, not one per frame
         self._packets = self._container.demux(self._stream)
         self._decoded = 0
         self._pending: list[Any] = []
@@ -77,7 +80,9 @@ class PyAVStream:
             self._decoded += 1
             if number % stride:
                 continue
-            rgb = frame.to_ndarray(format="rgb24", interpolation="BICUBIC")  # OpenCV's swscale flags
+            rgb = self._rgb.reformat(
+                frame, format="rgb24", interpolation="BICUBIC", threads=self._threads  # OpenCV's swscale flags
+            ).to_ndarray()
             if self._quarter_turns:
                 rgb = np.rot90(rgb, self._quarter_turns)  # counter-clockwise, as OpenCV's auto-orientation
             yield number, np.ascontiguousarray(rgb[y1:y2, x1:x2])
