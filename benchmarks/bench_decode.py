@@ -7,7 +7,11 @@ cores this process may use). Frames/s = frames handed to the caller per second o
 opening the file is excluded.
 
     PYTHONPATH=src python benchmarks/bench_decode.py --video ../shared/fixtures/openfield/videos/m3v1mp4.mp4 \
-        --frames 600 --rounds 3
+        --frames 600 --rounds 3 [--pix-fmt yuv420p]
+
+``--pix-fmt`` first re-encodes the frames with libx264 in that pixel format (cameras write
+yuv420p; the fixture is yuv444p). Before timing, the first frames of both decoders are compared
+(``--check N``): run it on a video of your own cameras to see that pyav gives OpenCV's pixels.
 
 Not part of the test suite; results go to docs/benchmarks.md.
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +86,28 @@ def rate(frames: Frames, video: Path, count: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def reencode(video: Path, frames: int, pix_fmt: str, dst: Path) -> Path:
+    import av
+
+    with av.open(str(video)) as src, av.open(str(dst), "w") as out:
+        stream = src.streams.video[0]
+        enc = out.add_stream("libx264", rate=stream.guessed_rate or 30)
+        enc.width, enc.height, enc.pix_fmt = stream.width, stream.height, pix_fmt
+        for i, frame in enumerate(src.decode(stream)):
+            if i == frames:
+                break
+            out.mux(enc.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")))
+        out.mux(enc.encode())
+    return dst
+
+
+def compare(video: Path, count: int) -> str:
+    """Max and mean absolute difference of pyav's RGB frames from opencv's (DLC's)."""
+    diffs = [np.abs(a.astype(np.int16) - b) for a, b in zip(opencv_frames(0)(video, count), pyav_frames(0)(video, count))]
+    stacked = np.stack(diffs)
+    return f"{len(diffs)} frames: pyav - opencv max |diff| {stacked.max()}, mean {stacked.mean():.3g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, required=True)
@@ -87,8 +115,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decoders", default="opencv,pyav")
     parser.add_argument("--threads", default="1,0", help="decoder threads to try; 0 = automatic")
+    parser.add_argument("--pix-fmt", help="re-encode the frames with libx264 in this pixel format first")
+    parser.add_argument("--check", type=int, default=100, help="compare this many frames first (0: none)")
     args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dlcrun-decode-"))
+    try:
+        if args.pix_fmt:
+            args.video = reencode(args.video, args.frames + 1, args.pix_fmt, tmp / f"{args.video.stem}-{args.pix_fmt}.mp4")
+        if args.check:
+            print(compare(args.video, args.check))
+        measure(args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def measure(args: argparse.Namespace) -> None:
     makers = {"opencv": opencv_frames, "pyav": pyav_frames}
     configs = [(d, int(t)) for t in args.threads.split(",") for d in args.decoders.split(",")]
     results: dict[tuple[str, int], list[float]] = {c: [] for c in configs}

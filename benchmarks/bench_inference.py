@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8", help="dlcrun batch sizes to try")
     parser.add_argument("--precisions", default="fp32", help="dlcrun precisions to try, e.g. fp32,bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--decoders", default="opencv", help="dlcrun decoders to try, e.g. opencv,pyav")
     args = parser.parse_args()
 
     import torch
@@ -150,7 +151,8 @@ def main() -> None:
         cap.release()
 
         ours = {
-            (b, p): Analyzer(spec, batch_size=b, device=device, precision=p)
+            (b, p, d): Analyzer(spec, batch_size=b, device=device, precision=p, decoder=d)
+            for d in args.decoders.split(",")
             for p in args.precisions.split(",")
             for b in map(int, args.batch_sizes.split(","))
         }
@@ -170,8 +172,8 @@ def main() -> None:
                 if gpu is not None:
                     busy.setdefault(key, []).append(gpu)
                 reference = pd.read_hdf(ref_h5)
-                for (ob, p), analyzer in ours.items():
-                    key = f"dlcrun batch {ob} {p}"
+                for (ob, p, d), analyzer in ours.items():
+                    key = f"dlcrun batch {ob} {p}" + (f" {d}" if d != "opencv" else "")
                     seconds, h5, gpu = run_ours(analyzer, video, work / "ours")
                     times.setdefault(key, []).append(seconds)
                     if gpu is not None:
