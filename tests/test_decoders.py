@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from dlcrun.decoders import decoder_for
 from dlcrun.errors import ConfigError, InferenceError
-
-av = pytest.importorskip("av")
-cv2 = pytest.importorskip("cv2")
 
 
 def noise(n: int, size: tuple[int, int] = (128, 96), seed: int = 0) -> list[np.ndarray]:
