@@ -8,6 +8,7 @@ anywhere shows.
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import av
@@ -143,6 +144,11 @@ def test_bad_files_name_themselves(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     with pytest.raises(InferenceError, match=r"^empty.avi: cannot open as video"):
         decoder_for("pyav").open(empty)
+    sound = tmp_path / "sound.wav"
+    with wave.open(str(sound), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 800)
+    with pytest.raises(InferenceError, match=r"^sound.wav: cannot open as video \(PyAV: no video stream\)"):
+        decoder_for("pyav").open(sound)
     with pytest.raises(InferenceError, match=r"gone.mp4: no such video file"):
         decoder_for("pyav").open(tmp_path / "gone.mp4")
 

@@ -34,12 +34,18 @@ class PyAVStream:
             raise InferenceError(f"{path}: no such video file")
         try:
             self._container = av.open(str(path), mode="r")
-        except (av.FFmpegError, UnicodeDecodeError) as exc:
+        except av.FFmpegError as exc:
             raise InferenceError(
                 f"{path.name}: cannot open as video (PyAV: {exc.__class__.__name__}); the file is corrupt or not a video"
             ) from None
-        if not self._container.streams.video:
+        try:
+            self._start(path, crop, threads)
+        except BaseException:
             self._container.close()
+            raise
+
+    def _start(self, path: Path, crop: tuple[int, int, int, int] | None, threads: int) -> None:
+        if not self._container.streams.video:
             raise InferenceError(f"{path.name}: cannot open as video (PyAV: no video stream); the file is not a video")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"  # frame + slice threads
