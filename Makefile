@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast lint lock lock-tensorflow image clean
+.PHONY: install install-tf system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev image clean
 
 install: $(STAMP)
 
@@ -14,6 +14,22 @@ $(STAMP): requirements.lock requirements-test.txt pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-test.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+# A second venv for DLC 2.x (TensorFlow-engine) projects: DLC's TensorFlow engine needs its own
+# TensorFlow/Keras and NumPy 1.x, so it does not share the main venv. Exact pins (torch too) in
+# requirements-tensorflow-dev.lock; the cluster gets the same engine from `make image ENGINE=tensorflow`.
+TF_VENV  ?= .venv-tf
+TF_BIN   := $(TF_VENV)/bin
+TF_STAMP := $(TF_VENV)/.installed
+
+install-tf: $(TF_STAMP)
+
+$(TF_STAMP): requirements-tensorflow-dev.lock requirements-test.txt pyproject.toml
+	@test -x $(TF_BIN)/python || $(PYTHON) -m venv $(TF_VENV)
+	$(TF_BIN)/python -m pip install -q --upgrade pip
+	$(TF_BIN)/python -m pip install -q -r requirements-tensorflow-dev.lock -r requirements-test.txt
+	$(TF_BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
 # The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
@@ -32,8 +48,13 @@ system-deps:
 demo: install
 	$(BIN)/dlcrun demo --workdir demo
 
-test: install system-deps
+# Everything but gpu tests, then the TensorFlow-engine tests again in .venv-tf (where they run).
+test: install install-tf system-deps
 	$(BIN)/python -m pytest
+	$(TF_BIN)/python -m pytest -m tensorflow
+
+test-tf: install-tf
+	$(TF_BIN)/python -m pytest -m tensorflow
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
@@ -47,6 +68,13 @@ lock: install
 	$(BIN)/python -m pip freeze --all --exclude-editable \
 	  | grep -viE '^(pip|wheel|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)==' > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+# The .venv-tf lock, from what is installed there (a maintainer runs it after changing the pins).
+lock-tf-dev: install-tf
+	{ grep '^#' requirements-tensorflow-dev.lock; $(TF_BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -viE '^(pip|wheel|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)=='; } \
+	  > requirements-tensorflow-dev.lock.new
+	mv requirements-tensorflow-dev.lock.new requirements-tensorflow-dev.lock
 
 # The TensorFlow image's lock, resolved by pip for the image's Python 3.12 without installing it.
 lock-tensorflow: install

@@ -25,7 +25,9 @@ PLATFORMS += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64
 def requirements() -> list[str]:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     deps = [d for d in deps if not d.startswith("deeplabcut")]
-    return ["deeplabcut[tf-cu12]==3.0.2", "setuptools>=77", *deps]
+    # numpy<2: imgaug 0.4.0, which DLC's TensorFlow engine imports, uses np.sctypes (gone in NumPy 2);
+    # the tf-cu12 extra does not say so, and NumPy 2 breaks `import deeplabcut.pose_estimation_tensorflow`.
+    return ["deeplabcut[tf-cu12]==3.0.2", "numpy<2", "setuptools>=77", *deps]
 
 
 def main() -> int:

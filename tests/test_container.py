@@ -127,7 +127,7 @@ def test_install_script_installs_exactly_the_lock_of_each_engine() -> None:
 
 def test_locks_are_exact_and_cover_pyproject() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for lock in ("requirements.lock", "requirements-tensorflow.lock"):
+    for lock in ("requirements.lock", "requirements-tensorflow.lock", "requirements-tensorflow-dev.lock"):
         pins = lock_pins(ROOT / lock)
         for spec in pyproject["dependencies"]:
             req = Requirement(spec)
@@ -138,6 +138,15 @@ def test_locks_are_exact_and_cover_pyproject() -> None:
     assert lock_pins(ROOT / "requirements.lock")["torch"] == "2.14.1"
     tf = lock_pins(ROOT / "requirements-tensorflow.lock")
     assert tf["tensorflow"].startswith("2.18.") and "tf-keras" in tf and "tensorpack" in tf
+
+
+def test_the_tensorflow_image_pins_the_engine_the_tests_run() -> None:
+    """The TensorFlow image (Python 3.12) cannot be built here; .venv-tf (Python 3.11), where the
+    TensorFlow-engine tests run, must hold the same TensorFlow, Keras, NumPy and DLC."""
+    image, dev = lock_pins(ROOT / "requirements-tensorflow.lock"), lock_pins(ROOT / "requirements-tensorflow-dev.lock")
+    for name in ("deeplabcut", "tensorflow", "tf-keras", "keras", "numpy", "tensorpack", "tf-slim", "imgaug"):
+        assert image.get(name) and image.get(name) == dev.get(name), f"{name}: image {image.get(name)}, tested {dev.get(name)}"
+    assert int(image["numpy"].split(".")[0]) < 2, "imgaug (DLC's TensorFlow engine) fails on NumPy 2"
 
 
 # ---- make image ---------------------------------------------------------------------------

@@ -61,13 +61,3 @@ def test_cli_pack_unpack_and_models(tmp_path: Path, openfield_project: Path) -> 
     assert result.exit_code == 0 and "snapshot-005.pt" in result.output
     bad = runner.invoke(app, ["project", "unpack", str(tmp_path / "none.tar.gz"), "--to", str(tmp_path)])
     assert bad.exit_code == 1 and "no such archive" in bad.output
-
-
-def test_tensorflow_shuffle_is_named_as_such(tmp_path: Path, openfield_project: Path) -> None:
-    import shutil
-
-    project = tmp_path / "legacy"
-    shutil.copytree(openfield_project, project)
-    shutil.move(project / "dlc-models-pytorch", project / "dlc-models")  # where DLC 2.x keeps its models
-    with pytest.raises(ConfigError, match="TensorFlow-engine .* create a PyTorch shuffle"):
-        pin_model(project)

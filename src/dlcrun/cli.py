@@ -505,8 +505,11 @@ def train(
     project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
     shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="epochs to train (default: the shuffle's config)")] = None,
+    iterations: Annotated[Optional[int], typer.Option(
+        help="TensorFlow-engine (DLC 2.x) shuffles: training iterations (DLC's maxiters; default from --epochs)")] = None,
     weights: Annotated[Optional[Path], typer.Option(
-        help="snapshot .pt to start from (default: the shuffle's newest; random weights when none)")] = None,
+        help="snapshot (.pt, or a TensorFlow checkpoint prefix) to start from (default: the shuffle's newest; "
+        "random weights when none)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="images per training batch")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
@@ -527,7 +530,7 @@ def train(
     )
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
     settings = settings.model_copy(update={"resources": settings.resources.model_copy(update={"gpus": wanted})})
-    job = start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate)
+    job = start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate, iterations=iterations)
     out.print(f"training job {job.request.job_id} ({job.request.scheduler}) in {job.workdir}")
     out.print(f"  log     {job.workdir / 'logs'}")
     if not (wait if wait is not None else job.request.scheduler == "local"):
@@ -642,12 +645,12 @@ def models(
         out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("shuffle", "train %", "snapshot", "epochs", "train rmse", "test rmse", "selected"):
-        table.add_column(col, no_wrap=col == "snapshot", min_width=22 if col == "snapshot" else None)
+    for col in ("shuffle", "train %", "snapshot", "epochs/iters", "train rmse", "test rmse", "engine", "selected"):
+        table.add_column(col, no_wrap=col in ("snapshot", "engine"))
     for m in found:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
-                      fmt(m.train_rmse), fmt(m.test_rmse), "yes" if m.selected else "")
+                      fmt(m.train_rmse), fmt(m.test_rmse), m.engine, "yes" if m.selected else "")
     out.print(table)
 
 

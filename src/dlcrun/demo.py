@@ -43,8 +43,12 @@ def write_video(path: Path, frames: int = 20, size: tuple[int, int] = (128, 96),
     return path
 
 
-def make_project(root: Path, n_labeled: int = 8, size: tuple[int, int] = (128, 96)) -> Path:
-    """A single-animal DLC 3 project with labelled frames and a PyTorch shuffle 1; returns config.yaml."""
+def make_project(root: Path, n_labeled: int = 8, size: tuple[int, int] = (128, 96), engine: str = "pytorch") -> Path:
+    """A single-animal DLC 3 project with labelled frames and shuffle 1; returns config.yaml.
+
+    A PyTorch shuffle gets a random-initialised snapshot; a TensorFlow one (``engine="tensorflow"``)
+    none: DLC 2.x's create_training_dataset needs its ImageNet weights in place (it downloads them).
+    """
     import cv2
     import deeplabcut
     import pandas as pd
@@ -79,6 +83,9 @@ def make_project(root: Path, n_labeled: int = 8, size: tuple[int, int] = (128, 9
     labels = pd.DataFrame(rows, columns=columns, index=pd.MultiIndex.from_tuples(index))
     labels.to_hdf(folder / f"CollectedData_{cfg['scorer']}.h5", key="keypoints", mode="w")
     labels.to_csv(folder / f"CollectedData_{cfg['scorer']}.csv")
+    if engine == "tensorflow":
+        deeplabcut.create_training_dataset(str(config), net_type="resnet_50", engine=Engine.TF)
+        return config
     deeplabcut.create_training_dataset(str(config), net_type="resnet_50", engine=Engine.PYTORCH)
     init_snapshot(config)
     return config

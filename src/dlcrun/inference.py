@@ -44,13 +44,14 @@ class ModelSpec:
     bodyparts: list[str]
     net_type: str
     default_batch_size: int
+    engine: str = "pytorch"  # or "tensorflow": a DLC 2.x shuffle (legacy_tf.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass
@@ -87,11 +88,6 @@ def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
     try:
         return DLCLoader(cfg, trainset_index=trainingsetindex, shuffle=shuffle)
     except (FileNotFoundError, IndexError) as exc:
-        if list(project.glob(f"dlc-models/iteration-*/*shuffle{shuffle}/train")):
-            raise ConfigError(
-                f"{project}: shuffle {shuffle} is a TensorFlow-engine (DLC 2.x) model; dlcrun runs PyTorch-engine "
-                "models: create a PyTorch shuffle (create_training_dataset(..., engine=Engine.PYTORCH)) and train it"
-            ) from None
         raise ConfigError(
             f"{project}: shuffle {shuffle} / trainingsetindex {trainingsetindex} has no PyTorch model "
             f"({exc}); create_training_dataset and train it first"
@@ -99,6 +95,7 @@ def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
 
 
 SELECTED_FILE = "dlcrun-selected.json"
+PYTORCH, TENSORFLOW = "pytorch", "tensorflow"
 
 
 def selected_snapshot(model_folder: Path) -> str | None:
@@ -107,14 +104,54 @@ def selected_snapshot(model_folder: Path) -> str | None:
         name = json.loads((Path(model_folder) / SELECTED_FILE).read_text())["snapshot"]
     except (FileNotFoundError, KeyError, ValueError):
         return None
-    return name if (Path(model_folder) / name).is_file() else None
+    folder = Path(model_folder)
+    return name if (folder / name).is_file() or (folder / f"{name}.index").is_file() else None
+
+
+def shuffle_engine(project: Path, shuffle: int = 1, trainingsetindex: int = 0) -> str:
+    """Which DLC engine a shuffle was made for, read without DeepLabCut and without writing.
+
+    DLC's own ``get_shuffle_engine`` writes ``metadata.yaml`` into the project when it is
+    missing (a legacy project), which a read-only lab share or a container bind refuses. The
+    shuffle's metadata entry decides when there is one; otherwise its model folder does
+    (``dlc-models-pytorch/.../train/pytorch_config.yaml`` or ``dlc-models/.../train/pose_cfg.yaml``).
+    """
+    from ruamel.yaml import YAML, YAMLError
+
+    project = Path(project).expanduser().resolve()
+    try:
+        cfg = YAML(typ="safe").load((project / "config.yaml").read_text())
+        fraction = cfg["TrainingFraction"][trainingsetindex]
+        iteration = f"iteration-{cfg.get('iteration', 0)}"
+    except FileNotFoundError:
+        raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder") from None
+    except (YAMLError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigError(f"{project / 'config.yaml'}: no TrainingFraction[{trainingsetindex}] ({exc})") from None
+    name = f"trainset{int(round(100 * fraction))}shuffle{shuffle}"
+    for metadata in (project / "training-datasets" / iteration).glob("*/metadata.yaml"):
+        try:
+            entries = (YAML(typ="safe").load(metadata.read_text()) or {}).get("shuffles", {})
+        except YAMLError:
+            continue
+        for key, entry in entries.items():
+            if str(key).endswith(name) and entry.get("engine") in (PYTORCH, TENSORFLOW):
+                return str(entry["engine"])
+    if list(project.glob(f"dlc-models-pytorch/{iteration}/*-{name}/train/pytorch_config.yaml")):
+        return PYTORCH
+    if list(project.glob(f"dlc-models/{iteration}/*-{name}/train/pose_cfg.yaml")):
+        return TENSORFLOW
+    return PYTORCH  # DLC 3's default; the PyTorch loader then says what is missing
 
 
 def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapshot: str | None = None) -> ModelSpec:
     """Resolve which snapshot a run uses, once, on the submit host."""
+    project = Path(project).expanduser().resolve()
+    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
+        from dlcrun.legacy_tf import pin_tf_model
+
+        return pin_tf_model(project, shuffle, trainingsetindex, snapshot)
     from deeplabcut.pose_estimation_pytorch.apis import utils
 
-    project = Path(project).expanduser().resolve()
     loader = _loader(project, shuffle, trainingsetindex)
     if loader.project_cfg["multianimalproject"]:
         raise ConfigError(
@@ -192,6 +229,16 @@ class Sampling:
 FULL = Sampling()
 
 
+def open_analyzer(spec: ModelSpec, batch_size: int | None = None, device: str = "auto", threads: int | None = None,
+                  precision: str = "fp32", decoder: str = "opencv") -> Analyzer:
+    """The loaded model for ``spec``'s engine (PyTorch here; TensorFlow in legacy_tf.py)."""
+    if spec.engine == TENSORFLOW:
+        from dlcrun.legacy_tf import TFAnalyzer
+
+        return TFAnalyzer(spec, batch_size, device, threads, precision, decoder)
+    return Analyzer(spec, batch_size, device, threads, precision, decoder)
+
+
 class Analyzer:
     """A loaded model; reused across the videos of one array index.
 
@@ -245,6 +292,32 @@ class Analyzer:
             self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
         )
 
+    @property
+    def project_cfg(self) -> dict[str, Any]:
+        return self._loader.project_cfg
+
+    @property
+    def n_individuals(self) -> int:
+        return len(self._loader.model_cfg["metadata"]["individuals"])
+
+    def _run(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
+        return self.engine.run(stream, stride, sink, progress)
+
+    def _metadata(self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int) -> dict[str, Any]:
+        """DLC's ``_meta.pickle`` content, as its PyTorch analyze_videos writes it."""
+        from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
+
+        return dlc_videos._generate_metadata(
+            cfg=self.project_cfg,
+            pytorch_config=self._loader.model_cfg,
+            dlc_scorer=self.spec.scorer,
+            train_fraction=self._loader.train_fraction,
+            batch_size=self.batch_size,
+            cropping=cropping,
+            runtime=(start, stop),
+            video=_MetaVideo(info),
+        )
+
     def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
         return video_stem + self.spec.scorer + sampling.suffix
 
@@ -261,11 +334,9 @@ class Analyzer:
         Rows go to the .h5 as they come (RAM holds one batch and one chunk, never the video);
         the .h5 index holds the original frame numbers, which a stride makes sparse.
         """
-        from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
-
         from dlcrun.engine import RateLog
 
-        cfg = self._loader.project_cfg
+        cfg = self.project_cfg
         cropping = [cfg["x1"], cfg["x2"], cfg["y1"], cfg["y2"]] if cfg.get("cropping", False) else None
         stream = self.decoder.open(video, tuple(cropping) if cropping else None)
         info = stream.info
@@ -274,15 +345,15 @@ class Analyzer:
         out_dir.mkdir(parents=True, exist_ok=True)
         h5 = out_dir / f"{prefix}.h5"
         table = KeypointTable(
-            h5, self.spec.scorer, self.spec.bodyparts, len(self._loader.model_cfg["metadata"]["individuals"]),
+            h5, self.spec.scorer, self.spec.bodyparts, self.n_individuals,
             expected_rows=-(-info.header_frames // stride) if info.header_frames > 0 else None,
         )
         start = time.time()
         try:
-            rows = self.engine.run(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
+            rows = self._run(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
         except InferenceError:
             raise
-        except (RuntimeError, ValueError, OSError) as exc:  # torch, pandas/PyTables, the decoder
+        except (RuntimeError, ValueError, OSError) as exc:  # torch or TF, pandas/PyTables, the decoder
             raise InferenceError(f"{video.name}: inference failed ({type(exc).__name__}: {exc})") from exc
         finally:
             stream.close()
@@ -296,16 +367,7 @@ class Analyzer:
                 f"{video.name}: decoded {decoded} of the {info.header_frames} frames its header claims; "
                 "the file is truncated or corrupt (re-encode or re-copy it)"
             )
-        metadata = dlc_videos._generate_metadata(
-            cfg=cfg,
-            pytorch_config=self._loader.model_cfg,
-            dlc_scorer=self.spec.scorer,
-            train_fraction=self._loader.train_fraction,
-            batch_size=self.batch_size,
-            cropping=cropping,
-            runtime=(start, stop),
-            video=_MetaVideo(info),
-        )
+        metadata = self._metadata(info, cropping, start, stop, decoded)
         metadata["dlcrun"] = {  # beside DLC's "data", which stays exactly DLC's
             "stride": stride,
             "every": sampling.every,

@@ -159,15 +159,16 @@ class ModelInfo:
     shuffle: int
     train_fraction: float
     snapshot: str
-    epochs: int | None
+    epochs: int | None  # training iterations for a TensorFlow-engine snapshot
     train_rmse: float | None
     test_rmse: float | None
     selected: bool = False
+    engine: str = "pytorch"
 
 
 def list_models(project: Path) -> list[ModelInfo]:
-    """Every PyTorch snapshot of the current iteration, with DLC's evaluation error where known."""
-    import pandas as pd
+    """Every snapshot of the current iteration (PyTorch, then TensorFlow-engine shuffles), with
+    DLC's evaluation error where known."""
     from ruamel.yaml import YAML
 
     project = Path(project).expanduser().resolve()
@@ -175,42 +176,55 @@ def list_models(project: Path) -> list[ModelInfo]:
         raise ConfigError(f"{project}: no config.yaml; not a DeepLabCut project")
     cfg = YAML(typ="safe").load((project / "config.yaml").read_text())
     iteration = f"iteration-{cfg.get('iteration', 0)}"
-    scores: dict[tuple[int, float, int], dict[str, float]] = {}
-    combined = project / "evaluation-results-pytorch" / iteration / "CombinedEvaluation-results.csv"
-    if combined.is_file():
-        table = pd.read_csv(combined)
-        for _, row in table.iterrows():
-            key = (int(row["Shuffle number"]), round(float(row["%Training dataset"]), 4), int(row["Training epochs"]))
-            scores[key] = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
     out: list[ModelInfo] = []
-    for folder in sorted((project / "dlc-models-pytorch" / iteration).glob("*shuffle*")):
-        match = re.search(r"trainset(\d+)shuffle(\d+)$", folder.name)
-        if not match:
-            continue
-        fraction, shuffle = int(match.group(1)) / 100, int(match.group(2))
-        snaps = sorted((folder / "train").glob("snapshot-*.pt"), key=_snapshot_order)
-        chosen = selected_snapshot(folder / "train")
-        for snap in snaps:
-            epochs = _epochs(snap)
-            found = scores.get((shuffle, round(fraction * 100, 4), epochs or -1)) or scores.get(
-                (shuffle, round(fraction, 4), epochs or -1), {}
-            )
-            out.append(
-                ModelInfo(
-                    shuffle=shuffle,
-                    train_fraction=fraction,
-                    snapshot=snap.name,
-                    epochs=epochs,
-                    train_rmse=found.get("train rmse"),
-                    test_rmse=found.get("test rmse"),
-                    selected=snap.name == chosen,
+    for engine, models, results, pattern, count, rmse in (
+        ("pytorch", "dlc-models-pytorch", "evaluation-results-pytorch", "snapshot-*.pt", "Training epochs",
+         ("train rmse", "test rmse")),
+        ("tensorflow", "dlc-models", "evaluation-results", "snapshot-*.index", "Training iterations:",
+         (" Train error(px)", " Test error(px)")),
+    ):
+        scores = _scores(project / results / iteration / "CombinedEvaluation-results.csv", count)
+        for folder in sorted((project / models / iteration).glob("*shuffle*")):
+            match = re.search(r"trainset(\d+)shuffle(\d+)$", folder.name)
+            if not match:
+                continue
+            fraction, shuffle = int(match.group(1)) / 100, int(match.group(2))
+            snaps = sorted((folder / "train").glob(pattern), key=_snapshot_order)
+            chosen = selected_snapshot(folder / "train")
+            for snap in snaps:
+                name = snap.name if engine == "pytorch" else snap.stem
+                epochs = _epochs(snap)
+                found = scores.get((shuffle, round(fraction * 100, 4), epochs or -1)) or scores.get(
+                    (shuffle, round(fraction, 4), epochs or -1), {}
                 )
-            )
+                out.append(
+                    ModelInfo(
+                        shuffle=shuffle,
+                        train_fraction=fraction,
+                        snapshot=name,
+                        epochs=epochs,
+                        train_rmse=found.get(rmse[0]),
+                        test_rmse=found.get(rmse[1]),
+                        selected=name == chosen,
+                        engine=engine,
+                    )
+                )
     return out
 
 
+def _scores(combined: Path, count: str) -> dict[tuple[int, float, int], dict[str, float]]:
+    import pandas as pd
+
+    scores: dict[tuple[int, float, int], dict[str, float]] = {}
+    if combined.is_file():
+        for _, row in pd.read_csv(combined).iterrows():
+            key = (int(row["Shuffle number"]), round(float(row["%Training dataset"]), 4), int(row[count]))
+            scores[key] = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+    return scores
+
+
 def _epochs(path: Path) -> int | None:
-    match = re.search(r"snapshot-(?:best-)?(\d+)\.pt$", path.name)
+    match = re.search(r"snapshot-(?:best-)?(\d+)\.(?:pt|index)$", path.name)
     return int(match.group(1)) if match else None
 
 

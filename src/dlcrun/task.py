@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError
-from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, quiet_environment
+from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_analyzer, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.manifest import output_folders
 from dlcrun.settings import default_scratch
@@ -254,7 +254,7 @@ class _Pipeline:
             settings = self.settings
             clock = time.monotonic()
             try:
-                self.analyzer = Analyzer(
+                self.analyzer = open_analyzer(
                     ModelSpec.from_dict(self.run_.model), settings.batch_size, settings.device, settings.threads,
                     precision=settings.precision, decoder=settings.decoder,
                 )

@@ -45,6 +45,7 @@ class TrainRequest:
     batch_size: int | None = None
     device: str = "auto"
     weights: str | None = None
+    iterations: int | None = None  # TensorFlow-engine shuffles: DLC's maxiters (else from epochs)
     evaluate: bool = True
     scheduler: str = "local"
     job_id: str = ""
@@ -58,7 +59,8 @@ class Training:
 
 
 def start_training(
-    settings: Settings, epochs: int | None = None, weights: Path | None = None, evaluate: bool = True
+    settings: Settings, epochs: int | None = None, weights: Path | None = None, evaluate: bool = True,
+    iterations: int | None = None,
 ) -> Training:
     """Create a training directory and submit its job to ``settings.scheduler``."""
     if settings.project is None:
@@ -66,7 +68,7 @@ def start_training(
     project = settings.project.expanduser().resolve()
     if not (project / "config.yaml").is_file():
         raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder")
-    if weights is not None and not weights.is_file():
+    if weights is not None and not (weights.is_file() or Path(f"{weights}.index").is_file()):
         raise ConfigError(f"--weights {weights}: no such file")
     runs_dir = settings.runs_dir.expanduser().resolve()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -84,6 +86,7 @@ def start_training(
         batch_size=settings.batch_size,
         device=settings.device,
         weights=str(weights.resolve()) if weights is not None else None,
+        iterations=iterations,
         evaluate=evaluate,
         scheduler=settings.scheduler,
     )
@@ -125,6 +128,7 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
                 device=request.device,
                 weights=Path(request.weights) if request.weights else None,
                 workdir=workdir,
+                iterations=request.iterations,
             )
             if request.evaluate:
                 outcome["selected"] = evaluate_and_select(
@@ -152,25 +156,34 @@ def train(
     device: str = "auto",
     weights: Path | None = None,
     workdir: Path | None = None,
+    iterations: int | None = None,
 ) -> Path:
     """Train ``shuffle`` of ``project`` with DeepLabCut and return the newest snapshot.
 
     Starts from ``weights``, else the shuffle's newest snapshot, else random weights saved in
-    ``workdir`` (never ImageNet weights: they would be downloaded).
+    ``workdir`` (never ImageNet weights: they would be downloaded). A TensorFlow-engine (DLC 2.x)
+    shuffle is trained by ``legacy_tf.train_tf`` the same way.
     """
+    from dlcrun.inference import TENSORFLOW, _loader, quiet_environment, resolve_device, shuffle_engine
+
+    project = Path(project).resolve()
+    quiet_environment(Path(workdir) if workdir is not None else None)
+    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
+        from dlcrun.legacy_tf import train_tf
+
+        return train_tf(project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations)
+
+    if iterations is not None:
+        raise ConfigError("--iterations is for TensorFlow-engine (DLC 2.x) shuffles; PyTorch ones train by --epochs")
     import deeplabcut
     from deeplabcut.pose_estimation_pytorch.task import Task
 
-    from dlcrun.inference import _loader, quiet_environment, resolve_device
-
-    project = Path(project).resolve()
     loader = _loader(project, shuffle, trainingsetindex)
     if Task(loader.model_cfg.get("method", "bu")) != Task.BOTTOM_UP:
         raise ConfigError(
             f"{loader.model_folder}: top-down models also train a detector, which would need downloaded "
             "weights; dlcrun trains bottom-up models"
         )
-    quiet_environment(Path(workdir) if workdir is not None else None)
     start = weights or latest_snapshot(loader.model_folder)
     if start is None:
         if workdir is None:
@@ -204,27 +217,37 @@ def evaluate_and_select(
     snapshots, which ``submit`` uses when no --snapshot is given: later batches get the best
     network without anyone editing config.yaml's positional ``snapshotindex``.
     """
-    import deeplabcut
-
-    from dlcrun.inference import SELECTED_FILE, _loader, resolve_device
+    from dlcrun.inference import SELECTED_FILE, TENSORFLOW, _loader, resolve_device, shuffle_engine
     from dlcrun.project import list_models
 
-    loader = _loader(Path(project), shuffle, trainingsetindex)
-    deeplabcut.evaluate_network(
-        str(Path(project) / "config.yaml"),
-        shuffles=[shuffle],
-        trainingsetindex=trainingsetindex,
-        snapshots_to_evaluate=[snapshot.stem],
-        device=resolve_device(device),
-        show_errors=False,
-    )
+    project = Path(project)
+    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
+        from dlcrun import legacy_tf
+
+        legacy_tf.evaluate(project, shuffle, trainingsetindex, snapshot)
+        cfg = legacy_tf.project_config(project)
+        fraction = cfg["TrainingFraction"][trainingsetindex]
+        model_folder = legacy_tf.model_folder(project, cfg, shuffle, trainingsetindex) / "train"
+    else:
+        import deeplabcut
+
+        loader = _loader(project, shuffle, trainingsetindex)
+        fraction, model_folder = loader.train_fraction, loader.model_folder
+        deeplabcut.evaluate_network(
+            str(project / "config.yaml"),
+            shuffles=[shuffle],
+            trainingsetindex=trainingsetindex,
+            snapshots_to_evaluate=[snapshot.stem],
+            device=resolve_device(device),
+            show_errors=False,
+        )
     scored = [
         m
         for m in list_models(project)
-        if m.shuffle == shuffle and abs(m.train_fraction - loader.train_fraction) < 1e-6 and m.test_rmse is not None
+        if m.shuffle == shuffle and abs(m.train_fraction - fraction) < 1e-6 and m.test_rmse is not None
     ]
     if not scored:
-        raise DlcrunError(f"{loader.model_folder}: evaluate_network wrote no test error for {snapshot.name}")
+        raise DlcrunError(f"{model_folder}: evaluate_network wrote no test error for {snapshot.name}")
     best = min(scored, key=lambda m: (m.test_rmse, -(m.epochs or 0)))
     choice = {
         "snapshot": best.snapshot,
@@ -233,7 +256,7 @@ def evaluate_and_select(
         "train_rmse": best.train_rmse,
         "selected": now(),
     }
-    write_json(loader.model_folder / SELECTED_FILE, choice)
+    write_json(model_folder / SELECTED_FILE, choice)
     log.info("selected %s (test RMSE %.2f px) for later batches", best.snapshot, best.test_rmse)
     return choice
 

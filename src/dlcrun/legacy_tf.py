@@ -1,0 +1,357 @@
+"""DeepLabCut 2.x (TensorFlow engine) shuffles: pin, analyse, train, without rewriting the project.
+
+Labs that trained with DLC 2.x keep those networks for years: re-training on the PyTorch engine
+changes every keypoint downstream. DLC 3 still runs them when TensorFlow is installed (the
+TensorFlow image, ``make image ENGINE=tensorflow``), so dlcrun runs them through DLC's own
+TensorFlow code: the same graph (``setup_GPUpose_prediction``, what ``analyze_videos`` uses by
+default), the same frames (the decoder seam's OpenCV backend, as DLC reads them), and DLC's
+``.h5``/``_meta.pickle``; the frame loop is dlcrun's so that a stride, the decoded-frame count
+and a bounded memory work as they do for PyTorch models.
+
+Training calls DLC's ``train_network``. It restores ``init_weights`` from the shuffle's
+``train/pose_cfg.yaml``: dlcrun points it at the newest ``snapshot-N`` (DLC then resumes at
+iteration N, so a requeued job continues), at weights the user names, or at randomly
+initialised backbone weights written by :func:`random_init` when nothing else exists (DLC
+would otherwise download ImageNet weights, which a compute node cannot).
+
+TensorFlow is imported only here and only when such a shuffle is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlcrun.errors import ConfigError, DlcrunError, InferenceError
+from dlcrun.inference import FULL, TENSORFLOW, Analyzer, ModelSpec, Sampling, selected_snapshot
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT = re.compile(r"^snapshot-(\d+)$")
+_BACKBONE_SCOPES = {"resnet": "resnet_v1"}
+
+
+def _tensorflow() -> Any:
+    """TensorFlow as DLC configures it (legacy Keras), or a ConfigError saying where to get it."""
+    try:
+        import deeplabcut.pose_estimation_tensorflow  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+        import tensorflow as tf
+    except ImportError as exc:
+        raise ConfigError(
+            f"this shuffle is a TensorFlow-engine (DLC 2.x) model and TensorFlow is not importable here ({exc}); "
+            "run it in the TensorFlow image (make image ENGINE=tensorflow, then --image) or `make install-tf`"
+        ) from None
+    return tf
+
+
+def project_config(project: Path) -> dict[str, Any]:
+    """config.yaml as a dict with ``project_path`` set in memory (DLC's read_config would write it)."""
+    from deeplabcut.core.config import read_config_as_dict
+
+    config = Path(project) / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder")
+    cfg = read_config_as_dict(config)
+    cfg["project_path"] = str(project)
+    return cfg
+
+
+def model_folder(project: Path, cfg: dict[str, Any], shuffle: int, trainingsetindex: int) -> Path:
+    from deeplabcut.core.engine import Engine
+    from deeplabcut.utils import auxiliaryfunctions
+
+    fraction = cfg["TrainingFraction"][trainingsetindex]
+    return Path(project) / auxiliaryfunctions.get_model_folder(fraction, shuffle, cfg, engine=Engine.TF)
+
+
+def snapshots(train_folder: Path) -> list[str]:
+    """``snapshot-N`` names (checkpoint prefixes) by increasing iteration."""
+    found = [(int(m.group(1)), m.group(0)) for p in Path(train_folder).glob("snapshot-*.index")
+             if (m := _SNAPSHOT.match(p.stem))]
+    return [name for _, name in sorted(found)]
+
+
+def iterations(snapshot: str | Path) -> int:
+    match = _SNAPSHOT.match(Path(snapshot).name)
+    if not match:
+        raise ConfigError(f"{snapshot}: not a TensorFlow snapshot name (snapshot-<iterations>)")
+    return int(match.group(1))
+
+
+def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
+    """The TensorFlow counterpart of ``inference.pin_model``: one snapshot, its scorer, frozen."""
+    _tensorflow()
+    from deeplabcut.core.engine import Engine
+    from deeplabcut.pose_estimation_tensorflow.config import load_config
+    from deeplabcut.utils import auxiliaryfunctions
+
+    cfg = project_config(project)
+    if cfg.get("multianimalproject"):
+        raise ConfigError(f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet")
+    folder = model_folder(project, cfg, shuffle, trainingsetindex)
+    test_cfg = folder / "test" / "pose_cfg.yaml"
+    if not test_cfg.is_file():
+        raise ConfigError(f"{folder}: no test/pose_cfg.yaml; create_training_dataset for shuffle {shuffle} first")
+    names = snapshots(folder / "train")
+    if not names:
+        raise ConfigError(f"{folder / 'train'}: no snapshot; train the network first (dlcrun train)")
+    chosen = snapshot or selected_snapshot(folder / "train")
+    if chosen is None:
+        index = cfg.get("snapshotindex", -1)
+        chosen = names[-1 if index == "all" else int(index)] if index == "all" or -len(names) <= int(index) < len(names) else None
+    elif chosen.lstrip("-").isdigit():
+        chosen = names[int(chosen)] if -len(names) <= int(chosen) < len(names) else None
+    else:
+        chosen = Path(chosen).name.removesuffix(".index")
+        chosen = chosen if chosen in names else None
+    if chosen is None:
+        raise ConfigError(
+            f"{folder / 'train'}: snapshot '{snapshot or cfg.get('snapshotindex')}' not found "
+            f"(there are: {', '.join(names)})"
+        )
+    dlc_cfg = load_config(str(test_cfg))
+    if int(cfg.get("num_outputs", dlc_cfg.get("num_outputs", 1)) or 1) > 1:
+        raise ConfigError(f"{project}: num_outputs > 1 (several detections per bodypart) is not supported by dlcrun")
+    fraction = cfg["TrainingFraction"][trainingsetindex]
+    scorer, _ = auxiliaryfunctions.get_scorer_name(
+        cfg, shuffle, fraction, trainingsiterations=iterations(chosen), engine=Engine.TF
+    )
+    return ModelSpec(
+        project=str(project),
+        shuffle=shuffle,
+        trainingsetindex=trainingsetindex,
+        snapshot=str(folder / "train" / chosen),
+        scorer=scorer,
+        bodyparts=list(dlc_cfg["all_joints_names"]),
+        net_type=str(dlc_cfg["net_type"]),
+        default_batch_size=int(cfg.get("batch_size", 1) or 1),
+        engine=TENSORFLOW,
+    )
+
+
+class TFAnalyzer(Analyzer):
+    """A DLC 2.x network in a TensorFlow session, reused across the videos of one array index."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int | None = None, device: str = "auto",
+                 threads: int | None = None, precision: str = "fp32", decoder: str = "opencv"):
+        if precision != "fp32":
+            raise ConfigError(f"precision {precision}: TensorFlow-engine models run in fp32 only")
+        if device.startswith("cuda") and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+            raise InferenceError(f"device '{device}' asked for, but CUDA_VISIBLE_DEVICES hides every GPU")
+        if device == "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before TensorFlow first looks for GPUs
+        tf = _tensorflow()
+        from deeplabcut.pose_estimation_tensorflow.config import load_config
+        from deeplabcut.pose_estimation_tensorflow.core import predict
+
+        from dlcrun.decoders import decoder_for
+
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if not Path(f"{spec.snapshot}.index").is_file():
+            raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.decoder = decoder_for(decoder)
+        self.batch_size = batch_size or spec.default_batch_size
+        project = Path(spec.project)
+        self._cfg = project_config(project)
+        self._folder = model_folder(project, self._cfg, spec.shuffle, spec.trainingsetindex)
+        dlc_cfg = load_config(str(self._folder / "test" / "pose_cfg.yaml"))
+        dlc_cfg["init_weights"] = spec.snapshot
+        dlc_cfg["num_outputs"] = 1
+        dlc_cfg["batch_size"] = self.batch_size
+        self._dlc_cfg = dlc_cfg
+        self._sess, self._inputs, outputs = predict.setup_GPUpose_prediction(dlc_cfg, allow_growth=True)
+        pose = tf.gather(predict.extract_GPUprediction(outputs, dlc_cfg), [1, 0, 2], axis=1)  # as GetPoseF_GTF
+        self._pose = tf.reshape(pose, (self.batch_size, -1))
+
+    @property
+    def project_cfg(self) -> dict[str, Any]:
+        return self._cfg
+
+    @property
+    def n_individuals(self) -> int:
+        return 1
+
+    def _run(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
+        """DLC's batch loop (``GetPoseF_GTF``): a short last batch runs padded with the previous
+        frames and keeps only its own rows, so every frame sees the same graph as in DLC."""
+        frames: np.ndarray | None = None
+        numbers: list[int] = []
+        rows = 0
+
+        def flush() -> None:
+            nonlocal rows
+            assert frames is not None
+            pose = self._sess.run(self._pose, feed_dict={self._inputs: frames})[: len(numbers)]
+            sink(list(numbers), [{"bodyparts": p.reshape(1, -1, 3)} for p in pose])
+            rows += len(numbers)
+            progress(rows)
+            numbers.clear()
+
+        for number, rgb in stream.frames(stride):
+            if frames is None:
+                frames = np.empty((self.batch_size, *rgb.shape), dtype=np.uint8)
+            frames[len(numbers)] = rgb
+            numbers.append(number)
+            if len(numbers) == self.batch_size:
+                flush()
+        if numbers:
+            flush()
+        return rows
+
+    def _metadata(self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int) -> dict[str, Any]:
+        """The ``_meta.pickle`` DLC's TensorFlow ``AnalyzeVideo`` writes."""
+        cfg = self._cfg
+        return {
+            "data": {
+                "start": start,
+                "stop": stop,
+                "run_duration": stop - start,
+                "Scorer": self.spec.scorer,
+                "DLC-model-config file": self._dlc_cfg,
+                "fps": info.fps,
+                "batch_size": self.batch_size,
+                "frame_dimensions": (info.height, info.width),
+                "nframes": decoded,
+                "iteration (active-learning)": cfg["iteration"],
+                "training set fraction": cfg["TrainingFraction"][self.spec.trainingsetindex],
+                "cropping": bool(cfg.get("cropping", False)),
+                "cropping_parameters": cropping if cropping else [0, info.width, 0, info.height],
+            }
+        }
+
+    def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
+        return video_stem + self.spec.scorer + sampling.suffix
+
+
+def random_init(dlc_cfg: dict[str, Any], prefix: Path) -> Path:
+    """Randomly initialised backbone weights of the shuffle's network, as a TF checkpoint.
+
+    The last batch-norm scale of every residual unit starts at zero (each unit starts as the
+    identity): DLC's ResNet runs batch norm frozen, and with random convolutions and unit
+    scales the activations overflow and the first loss is NaN.
+    """
+    tf = _tensorflow()
+    from deeplabcut.pose_estimation_tensorflow.nnets.factory import PoseNetFactory
+
+    scope = next((s for key, s in _BACKBONE_SCOPES.items() if str(dlc_cfg["net_type"]).startswith(key)), None)
+    if scope is None:
+        raise ConfigError(f"net_type {dlc_cfg['net_type']}: dlcrun makes random initial weights for ResNets only; pass --weights")
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(tf.float32, shape=[1, None, None, 3])
+        PoseNetFactory.create(dict(dlc_cfg)).test(inputs)
+        backbone = [v for v in tf.compat.v1.global_variables() if v.op.name.startswith(scope)]
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for var in backbone:
+                if var.op.name.endswith("conv3/BatchNorm/gamma"):
+                    sess.run(var.assign(tf.zeros_like(var)))
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            tf.compat.v1.train.Saver(backbone).save(sess, str(prefix), write_meta_graph=False)
+    return prefix
+
+
+def _checkpoint_exists(prefix: str | Path) -> bool:
+    return Path(f"{prefix}.index").is_file()
+
+
+def train_tf(project: Path, shuffle: int, trainingsetindex: int, epochs: int | None, batch_size: int | None,
+             device: str, weights: Path | None, workdir: Path | None, iterations: int | None = None) -> Path:
+    """Train a TensorFlow-engine shuffle with DLC; return the newest ``train/snapshot-N`` prefix.
+
+    ``iterations`` is DLC's ``maxiters``; without it ``epochs`` becomes one (epochs x training
+    images / batch size). Either counts from where the shuffle's newest snapshot left off.
+    """
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _tensorflow()
+    import deeplabcut
+    from deeplabcut.core.engine import Engine
+    from deeplabcut.pose_estimation_tensorflow.config import load_config
+
+    cfg = project_config(project)
+    folder = model_folder(project, cfg, shuffle, trainingsetindex)
+    pose_cfg_path = folder / "train" / "pose_cfg.yaml"
+    if not pose_cfg_path.is_file():
+        raise ConfigError(f"{folder}: no train/pose_cfg.yaml; create_training_dataset for shuffle {shuffle} first")
+    dlc_cfg = load_config(str(pose_cfg_path))
+    names = snapshots(folder / "train")
+    if weights is not None:
+        start = str(weights).removesuffix(".index")
+        if not _checkpoint_exists(start):
+            raise ConfigError(f"--weights {weights}: not a TensorFlow checkpoint (no {Path(start).name}.index)")
+    elif names:
+        start = str(folder / "train" / names[-1])  # DLC resumes at its iteration count
+    elif _checkpoint_exists(dlc_cfg["init_weights"]):
+        start = str(dlc_cfg["init_weights"])
+    else:
+        if workdir is None:
+            raise ConfigError(f"{folder}: no snapshot or initial weights to start from; pass --weights")
+        start = str(random_init(dlc_cfg, Path(workdir) / "random-init" / f"{_BACKBONE_SCOPES['resnet']}.ckpt"))
+        log.info("no snapshot or ImageNet weights: random initial weights in %s", start)
+    log.info("starting from %s", start)
+    batch = batch_size or int(dlc_cfg.get("batch_size", 1) or 1)
+    _set_pose_cfg(pose_cfg_path, init_weights=start, batch_size=batch)
+    maxiters = iterations
+    if maxiters is None and epochs is not None:
+        maxiters = max(1, math.ceil(epochs * _training_images(project, cfg, shuffle, trainingsetindex) / batch))
+    before = time.time()
+    deeplabcut.train_network(
+        str(Path(project) / "config.yaml"), shuffle=shuffle, trainingsetindex=trainingsetindex,
+        maxiters=maxiters, saveiters=maxiters, displayiters=max(1, (maxiters or 1000) // 10),
+        allow_growth=True, engine=Engine.TF,
+    )
+    written = [n for n in snapshots(folder / "train")
+               if (folder / "train" / f"{n}.index").stat().st_mtime >= before - 1]
+    if not written:
+        raise DlcrunError(f"{folder / 'train'}: training ended without writing a snapshot")
+    return folder / "train" / written[-1]
+
+
+def _set_pose_cfg(path: Path, **values: Any) -> None:
+    """Edit train/pose_cfg.yaml in place, comments kept, written atomically."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(path.read_text())
+    data.update(values)
+    tmp = path.with_name(f".{path.name}.dlcrun-tmp")
+    with open(tmp, "w") as fh:
+        yaml.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def _training_images(project: Path, cfg: dict[str, Any], shuffle: int, trainingsetindex: int) -> int:
+    from deeplabcut.utils import auxiliaryfunctions
+
+    fraction = cfg["TrainingFraction"][trainingsetindex]
+    folder = Path(project) / auxiliaryfunctions.get_training_set_folder(cfg)
+    _, doc = auxiliaryfunctions.get_data_and_metadata_filenames(folder, fraction, shuffle, cfg)
+    try:
+        _, train_indices, _, _ = auxiliaryfunctions.load_metadata(str(Path(project) / doc))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{doc}: cannot read the shuffle's training split ({exc})") from None
+    return max(1, len(train_indices))
+
+
+def evaluate(project: Path, shuffle: int, trainingsetindex: int, snapshot: Path) -> None:
+    """DLC's TensorFlow evaluate_network on one snapshot (results in evaluation-results/)."""
+    _tensorflow()
+    import deeplabcut
+    from deeplabcut.core.engine import Engine
+
+    deeplabcut.evaluate_network(
+        str(Path(project) / "config.yaml"), shuffles=[shuffle], trainingsetindex=trainingsetindex,
+        snapshots_to_evaluate=[Path(snapshot).name], show_errors=False, engine=Engine.TF,
+    )
