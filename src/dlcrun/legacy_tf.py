@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError
-from dlcrun.inference import FULL, TENSORFLOW, Analyzer, ModelSpec, Sampling, selected_snapshot
+from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, selected_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +102,11 @@ def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: s
     names = snapshots(folder / "train")
     if not names:
         raise ConfigError(f"{folder / 'train'}: no snapshot; train the network first (dlcrun train)")
-    chosen = snapshot or selected_snapshot(folder / "train")
-    if chosen is None:
-        index = cfg.get("snapshotindex", -1)
-        chosen = names[-1 if index == "all" else int(index)] if index == "all" or -len(names) <= int(index) < len(names) else None
-    elif chosen.lstrip("-").isdigit():
-        chosen = names[int(chosen)] if -len(names) <= int(chosen) < len(names) else None
-    else:
-        chosen = Path(chosen).name.removesuffix(".index")
-        chosen = chosen if chosen in names else None
+    wanted = snapshot or selected_snapshot(folder / "train")
+    chosen = _pick(names, wanted if wanted is not None else cfg.get("snapshotindex", -1))
     if chosen is None:
         raise ConfigError(
-            f"{folder / 'train'}: snapshot '{snapshot or cfg.get('snapshotindex')}' not found "
+            f"{folder / 'train'}: snapshot '{wanted or cfg.get('snapshotindex')}' not found "
             f"(there are: {', '.join(names)})"
         )
     dlc_cfg = load_config(str(test_cfg))
@@ -134,6 +127,18 @@ def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: s
         default_batch_size=int(cfg.get("batch_size", 1) or 1),
         engine=TENSORFLOW,
     )
+
+
+def _pick(names: list[str], wanted: str | int) -> str | None:
+    """A snapshot by name (``snapshot-N``, ``.index`` allowed) or by position (config.yaml's
+    ``snapshotindex``: -1 = newest, ``all`` taken as -1 as DLC's analyze_videos does)."""
+    if wanted == "all":
+        wanted = -1
+    if isinstance(wanted, int) or str(wanted).lstrip("-").isdigit():
+        index = int(wanted)
+        return names[index] if -len(names) <= index < len(names) else None
+    name = Path(str(wanted)).name.removesuffix(".index")
+    return name if name in names else None
 
 
 class TFAnalyzer(Analyzer):
@@ -230,9 +235,6 @@ class TFAnalyzer(Analyzer):
             }
         }
 
-    def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
-        return video_stem + self.spec.scorer + sampling.suffix
-
 
 def random_init(dlc_cfg: dict[str, Any], prefix: Path) -> Path:
     """Randomly initialised backbone weights of the shuffle's network, as a TF checkpoint.
@@ -298,7 +300,7 @@ def train_tf(project: Path, shuffle: int, trainingsetindex: int, epochs: int | N
     else:
         if workdir is None:
             raise ConfigError(f"{folder}: no snapshot or initial weights to start from; pass --weights")
-        start = str(random_init(dlc_cfg, Path(workdir) / "random-init" / f"{_BACKBONE_SCOPES['resnet']}.ckpt"))
+        start = str(random_init(dlc_cfg, Path(workdir) / "random-init" / "backbone.ckpt"))
         log.info("no snapshot or ImageNet weights: random initial weights in %s", start)
     log.info("starting from %s", start)
     batch = batch_size or int(dlc_cfg.get("batch_size", 1) or 1)
