@@ -60,7 +60,8 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks container
+	$(BIN)/ruff format --check src tests benchmarks container
 
 # Re-resolve the lock from pyproject's ranges (run by a maintainer, then commit the result).
 # --all keeps setuptools, which torch needs at run time (the image installs the lock with --no-deps).

@@ -103,7 +103,9 @@ def reencode(video: Path, frames: int, pix_fmt: str, dst: Path) -> Path:
 
 def compare(video: Path, count: int) -> str:
     """Max and mean absolute difference of pyav's RGB frames from opencv's (DLC's)."""
-    diffs = [np.abs(a.astype(np.int16) - b) for a, b in zip(opencv_frames(0)(video, count), pyav_frames(0)(video, count))]
+    diffs = [
+        np.abs(a.astype(np.int16) - b) for a, b in zip(opencv_frames(0)(video, count), pyav_frames(0)(video, count))
+    ]
     stacked = np.stack(diffs)
     return f"{len(diffs)} frames: pyav - opencv max |diff| {stacked.max()}, mean {stacked.mean():.3g}"
 
@@ -121,7 +123,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dlcrun-decode-"))
     try:
         if args.pix_fmt:
-            args.video = reencode(args.video, args.frames + 1, args.pix_fmt, tmp / f"{args.video.stem}-{args.pix_fmt}.mp4")
+            args.video = reencode(
+                args.video, args.frames + 1, args.pix_fmt, tmp / f"{args.video.stem}-{args.pix_fmt}.mp4"
+            )
         if args.check:
             print(compare(args.video, args.check))
         measure(args)
@@ -138,12 +142,16 @@ def measure(args: argparse.Namespace) -> None:
         for decoder, threads in configs:
             results[(decoder, threads)].append(rate(makers[decoder](threads), args.video, args.frames))
             load.append(os.getloadavg()[0])
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
-          f"{args.video.name}, {args.frames} frames x {args.rounds} rounds; load average {min(load):.1f}-{max(load):.1f}")
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
+        f"{args.video.name}, {args.frames} frames x {args.rounds} rounds; load average {min(load):.1f}-{max(load):.1f}"
+    )
     for (decoder, threads), fps in results.items():
         label = "auto" if threads == 0 else str(threads)
-        print(f"{decoder:7s} threads={label:4s} median {statistics.median(fps):7.1f} frames/s  "
-              f"(rounds: {', '.join(f'{f:.1f}' for f in fps)})")
+        print(
+            f"{decoder:7s} threads={label:4s} median {statistics.median(fps):7.1f} frames/s  "
+            f"(rounds: {', '.join(f'{f:.1f}' for f in fps)})"
+        )
 
 
 if __name__ == "__main__":

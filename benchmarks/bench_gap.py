@@ -33,8 +33,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--decoder", default="opencv")
-    parser.add_argument("--gpu-fps", type=float, default=2500.0,
-                        help="frame rate used to express the gap as a fraction of a one-hour 30 fps video")
+    parser.add_argument(
+        "--gpu-fps",
+        type=float,
+        default=2500.0,
+        help="frame rate used to express the gap as a fraction of a one-hour 30 fps video",
+    )
     args = parser.parse_args()
 
     import torch
@@ -53,8 +57,14 @@ def main() -> None:
     videos = [cut(source, args.frames, work / "videos" / f"v{i}.mp4") for i in range(args.videos)]
     manifest = write_manifest(work / "batch.txt", Manifest(entries=[str(v) for v in videos]))
     settings = load_settings(
-        None, project=project, dest=str(work / "out"), runs_dir=work / "runs", device=args.device,
-        batch_size=args.batch_size, videos_per_task=args.videos, decoder=args.decoder,
+        None,
+        project=project,
+        dest=str(work / "out"),
+        runs_dir=work / "runs",
+        device=args.device,
+        batch_size=args.batch_size,
+        videos_per_task=args.videos,
+        decoder=args.decoder,
     )
     run, _ = batch.start_run(manifest, settings)
     analyzer = open_analyzer(pin_model(project), args.batch_size, args.device, decoder=args.decoder)
@@ -82,17 +92,21 @@ def main() -> None:
     assert len(intervals) == per_video * args.videos, (len(intervals), per_video * args.videos)
     # On CPU several model streams overlap (one per core): a video ends with the last of its
     # forwards to finish, and the model is idle only where no forward runs at all.
-    videos_iv = [intervals[v * per_video:(v + 1) * per_video] for v in range(args.videos)]
+    videos_iv = [intervals[v * per_video : (v + 1) * per_video] for v in range(args.videos)]
     gaps = [videos_iv[v][0][0] - max(e for _, e in videos_iv[v - 1]) for v in range(1, args.videos)]
     busy = [_union(iv) / (max(e for _, e in iv) - iv[0][0]) for iv in videos_iv]
     forward = statistics.median(e - s for s, e in intervals)
     hour = 30 * 3600 / args.gpu_fps
-    print(f"device {args.device}, decoder {args.decoder}, batch {args.batch_size}, {args.videos} videos x {args.frames} frames (640x480)")
+    print(
+        f"device {args.device}, decoder {args.decoder}, batch {args.batch_size}, {args.videos} videos x {args.frames} frames (640x480)"
+    )
     print(f"forward pass (median): {forward * 1e3:.1f} ms")
     print("model busy within each video: " + ", ".join(f"{b:.1%}" for b in busy))
     print("gaps between videos: " + ", ".join(f"{g * 1e3:.1f} ms" for g in gaps))
-    print(f"as a fraction of a one-hour 30 fps video at {args.gpu_fps:.0f} frames/s ({hour:.0f} s): "
-          f"{max(gaps) / hour:.3%} (largest gap)")
+    print(
+        f"as a fraction of a one-hour 30 fps video at {args.gpu_fps:.0f} frames/s ({hour:.0f} s): "
+        f"{max(gaps) / hour:.3%} (largest gap)"
+    )
 
 
 def _union(intervals: list[tuple[float, float]]) -> float:

@@ -191,8 +191,10 @@ def main() -> None:
             gpu = f"{statistics.mean(busy[k]):.0%}" if busy.get(k) else "n/a"
             print(f"| {k} | {v:.2f} | {v / fps[best_dlc]:.2f}x | {gpu} |")
         print(f"\nfp32 keypoints vs analyze_videos: max abs diff {worst_px:.2e} (x, y, likelihood)")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-              + (f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""))
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+            + (f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else "")
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

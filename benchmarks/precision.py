@@ -49,16 +49,19 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"{spec.scorer}, {Path(spec.snapshot).name}, {args.frames or 'all'} frames of {args.video.name}")
 
     def analyse(precision: str, channels_last: bool) -> tuple[pd.DataFrame, float]:
-        analyzer = Analyzer(spec, batch_size=args.batch_size, device=args.device, precision=precision,
-                            channels_last=channels_last)
+        analyzer = Analyzer(
+            spec, batch_size=args.batch_size, device=args.device, precision=precision, channels_last=channels_last
+        )
         clock = time.monotonic()
         analysis = analyzer.analyze(video, work / f"{precision}-{channels_last}")
         return pd.read_hdf(analysis.files[0]), time.monotonic() - clock
 
     reference, ref_seconds = analyse("fp32", True)
     confidence = reference.xs("likelihood", axis=1, level="coords").mean()
-    print(f"\nfp32 channels_last (reference): {len(reference) / ref_seconds:.2f} frames/s; mean likelihood "
-          + ", ".join(f"{bp} {v:.2f}" for (_, bp), v in confidence.items()))
+    print(
+        f"\nfp32 channels_last (reference): {len(reference) / ref_seconds:.2f} frames/s; mean likelihood "
+        + ", ".join(f"{bp} {v:.2f}" for (_, bp), v in confidence.items())
+    )
     print("\n| setting | bodypart | mean px | max px | max likelihood diff | frames/s |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for setting in args.settings.split(","):
@@ -67,12 +70,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
         for bodypart in reference.columns.get_level_values("bodyparts").unique():
             a = reference.xs(bodypart, axis=1, level="bodyparts")
             b = ours.xs(bodypart, axis=1, level="bodyparts")
-            dist = np.hypot(a.xs("x", axis=1, level="coords").to_numpy() - b.xs("x", axis=1, level="coords").to_numpy(),
-                            a.xs("y", axis=1, level="coords").to_numpy() - b.xs("y", axis=1, level="coords").to_numpy())
-            lik = np.abs(a.xs("likelihood", axis=1, level="coords").to_numpy()
-                         - b.xs("likelihood", axis=1, level="coords").to_numpy())
-            print(f"| {setting} | {bodypart} | {dist.mean():.3g} | {dist.max():.3g} | {lik.max():.2g} "
-                  f"| {len(ours) / seconds:.2f} |")
+            dist = np.hypot(
+                a.xs("x", axis=1, level="coords").to_numpy() - b.xs("x", axis=1, level="coords").to_numpy(),
+                a.xs("y", axis=1, level="coords").to_numpy() - b.xs("y", axis=1, level="coords").to_numpy(),
+            )
+            lik = np.abs(
+                a.xs("likelihood", axis=1, level="coords").to_numpy()
+                - b.xs("likelihood", axis=1, level="coords").to_numpy()
+            )
+            print(
+                f"| {setting} | {bodypart} | {dist.mean():.3g} | {dist.max():.3g} | {lik.max():.2g} "
+                f"| {len(ours) / seconds:.2f} |"
+            )
 
 
 if __name__ == "__main__":

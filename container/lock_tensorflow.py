@@ -34,8 +34,22 @@ def main() -> int:
     header = [line for line in LOCK.read_text().splitlines() if line.startswith("#")]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
-               "--python-version", PYTHON, "--target", str(Path(tmp) / "t"), "--report", str(report), "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--only-binary=:all:",
+            "--python-version",
+            PYTHON,
+            "--target",
+            str(Path(tmp) / "t"),
+            "--report",
+            str(report),
+            "-q",
+        ]
         cmd += [arg for p in PLATFORMS for arg in ("--platform", p)]
         subprocess.run(cmd + requirements(), check=True)
         installs = json.loads(report.read_text())["install"]

@@ -114,10 +114,16 @@ class DropboxEmulator:
     """State and routes; the HTTP plumbing is in _Handler."""
 
     RPC = {
-        "files/get_metadata", "files/list_folder", "files/list_folder/continue", "files/move_v2", "files/delete_v2",
+        "files/get_metadata",
+        "files/list_folder",
+        "files/list_folder/continue",
+        "files/move_v2",
+        "files/delete_v2",
     }
     UPLOAD = {
-        "files/upload", "files/upload_session/start", "files/upload_session/append_v2",
+        "files/upload",
+        "files/upload_session/start",
+        "files/upload_session/append_v2",
         "files/upload_session/finish",
     }
 
@@ -262,8 +268,12 @@ class DropboxEmulator:
             self.issued.append(access)
         body = {"access_token": access, "token_type": "bearer", "expires_in": TOKEN_LIFETIME}
         if grant == "authorization_code":
-            body.update(refresh_token=refresh, scope="files.content.read files.content.write files.metadata.read",
-                        uid="12345", account_id="dbid:emulated-account")
+            body.update(
+                refresh_token=refresh,
+                scope="files.content.read files.content.write files.metadata.read",
+                uid="12345",
+                account_id="dbid:emulated-account",
+            )
         return Reply.json(body)
 
     def authorized(self, header: str | None) -> Reply | None:
@@ -305,8 +315,13 @@ class DropboxEmulator:
         return path == "" or any(key.startswith(prefix) for key in self.files)
 
     def _folder_meta(self, path: str) -> dict[str, Any]:
-        return {".tag": "folder", "name": path.rsplit("/", 1)[-1], "id": "id:folder" + str(abs(hash(path.lower()))),
-                "path_lower": path.lower(), "path_display": path}
+        return {
+            ".tag": "folder",
+            "name": path.rsplit("/", 1)[-1],
+            "id": "id:folder" + str(abs(hash(path.lower()))),
+            "path_lower": path.lower(),
+            "path_display": path,
+        }
 
     def _commit(self, path: str, data: bytes, mode: Any, fault: str | None) -> dict[str, Any]:
         mode_tag = mode.get(".tag") if isinstance(mode, dict) else mode or "add"
@@ -326,8 +341,9 @@ class DropboxEmulator:
             headers["Content-Range"] = f"bytes {start}-{len(stored.data) - 1}/{len(stored.data)}"
         if fault == "bad_hash" and data:
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
-        headers.update({"Content-Type": "application/octet-stream",
-                        "Dropbox-API-Result": json.dumps(stored.metadata(tag=False))})
+        headers.update(
+            {"Content-Type": "application/octet-stream", "Dropbox-API-Result": json.dumps(stored.metadata(tag=False))}
+        )
         return Reply(status, data, headers)
 
     def _get_metadata(self, arg: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +364,7 @@ class DropboxEmulator:
         for key, stored in sorted(self.files.items()):
             if not key.startswith(prefix):
                 continue
-            parts = stored.path[len(prefix):].split("/")
+            parts = stored.path[len(prefix) :].split("/")
             for depth in range(1, len(parts)):
                 folders.add("/".join(parts[:depth]))
             if len(parts) == 1 or arg.get("recursive"):

@@ -90,8 +90,11 @@ def test_def_and_dockerfile_install_the_same_files_the_same_way(recipes: tuple) 
     assert {"requirements.lock", "requirements-tensorflow.lock", "container/install.sh", "src"} <= set(def_files)
 
     def steps(lines: list[str]) -> list[str]:
-        return [re.sub(r"\$\{(\w+)\}|\"", lambda m: m.group(1) or "", line).strip()
-                for line in lines if "install.sh" in line]
+        return [
+            re.sub(r"\$\{(\w+)\}|\"", lambda m: m.group(1) or "", line).strip()
+            for line in lines
+            if "install.sh" in line
+        ]
 
     assert steps(singularity.install) == [
         "sh /opt/dlcrun-src/install.sh deps pytorch gpu",
@@ -145,7 +148,9 @@ def test_the_tensorflow_image_pins_the_engine_the_tests_run() -> None:
     TensorFlow-engine tests run, must hold the same TensorFlow, Keras, NumPy and DLC."""
     image, dev = lock_pins(ROOT / "requirements-tensorflow.lock"), lock_pins(ROOT / "requirements-tensorflow-dev.lock")
     for name in ("deeplabcut", "tensorflow", "tf-keras", "keras", "numpy", "tensorpack", "tf-slim", "imgaug"):
-        assert image.get(name) and image.get(name) == dev.get(name), f"{name}: image {image.get(name)}, tested {dev.get(name)}"
+        assert image.get(name) and image.get(name) == dev.get(name), (
+            f"{name}: image {image.get(name)}, tested {dev.get(name)}"
+        )
     assert int(image["numpy"].split(".")[0]) < 2, "imgaug (DLC's TensorFlow engine) fails on NumPy 2"
 
 
@@ -154,8 +159,13 @@ def test_the_tensorflow_image_pins_the_engine_the_tests_run() -> None:
 
 def make_image(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path if path is not None else os.environ["PATH"]}
-    return subprocess.run([shutil.which("make") or "make", "-s", "-C", str(ROOT), "image", *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [shutil.which("make") or "make", "-s", "-C", str(ROOT), "image", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_make_image_dry_run_prints_each_builders_commands() -> None:
@@ -202,10 +212,26 @@ def local_wheelhouse(folder: Path) -> Path:
     folder.mkdir()
     report = folder.parent / "report.json"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "-q",
-         "--only-binary=:all:", "--target", str(folder.parent / "unused"), "--report", str(report),
-         "-r", str(ROOT / "requirements.lock")],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-deps",
+            "--ignore-installed",
+            "-q",
+            "--only-binary=:all:",
+            "--target",
+            str(folder.parent / "unused"),
+            "--report",
+            str(report),
+            "-r",
+            str(ROOT / "requirements.lock"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     for item in json.loads(report.read_text())["install"]:
         url = item["download_info"]["url"]
@@ -227,8 +253,9 @@ def debian_base() -> Iterator[str]:
     tag = f"localhost/dlcrun-test-base:{uuid.uuid4().hex[:8]}"
     root = Path(f"/var/tmp/dlcrun-debootstrap-{os.getpid()}")
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root)],
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", str(root)], check=True, capture_output=True, timeout=600
+        )
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(["podman", "import", "-", tag], stdin=tar.stdout, check=True, capture_output=True, timeout=300)
         tar.wait()
@@ -254,9 +281,22 @@ def test_oci_build_emulation_installs_the_lock_and_passes_doctor(debian_base: st
     start = time.monotonic()
     try:
         result = subprocess.run(
-            [shutil.which("make") or "make", "-s", "-C", str(ROOT), "image", "BUILDER=podman", f"BASE={debian_base}",
-             f"TAG={tag}", f"WHEELS={wheels}", "OCI_ONLY=1", f"BUILD_FLAGS={' '.join(flags)}"],
-            capture_output=True, text=True, timeout=1800,
+            [
+                shutil.which("make") or "make",
+                "-s",
+                "-C",
+                str(ROOT),
+                "image",
+                "BUILDER=podman",
+                f"BASE={debian_base}",
+                f"TAG={tag}",
+                f"WHEELS={wheels}",
+                "OCI_ONLY=1",
+                f"BUILD_FLAGS={' '.join(flags)}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         log = result.stdout + result.stderr
         assert result.returncode == 0, log[-4000:]

@@ -49,8 +49,12 @@ def run_emulated(tmp_path: Path, argv: list[str], scratch: Path) -> dict:
     (fake_bin / "apptainer").write_text(FAKE_APPTAINER)
     (fake_bin / "apptainer").chmod(0o755)
     record = tmp_path / "apptainer.json"
-    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "TMPDIR": str(scratch),
-           "APPTAINER_RECORD": str(record)}
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "TMPDIR": str(scratch),
+        "APPTAINER_RECORD": str(record),
+    }
     env.pop("SLURM_TMPDIR", None)
     subprocess.run(["sh", "-c", shlex.join(argv)], env=env, check=True, timeout=60)
     return json.loads(record.read_text())
@@ -95,7 +99,7 @@ def test_emulation_index_runs_in_apptainer_with_node_scratch_binds_and_caches(tm
     assert envs == [f"XDG_CACHE_HOME={cache}", f"MPLCONFIGDIR={cache}/matplotlib", "PYTHONNOUSERSITE=1", "PYTHONPATH="]
     assert got["cachedir"] == f"{cache}/apptainer" and cache.is_dir()
     at = argv.index(str(image))
-    assert argv[at + 1:] == ["dlcrun", "task", "--run", str(run.path), "--submission", "1"]
+    assert argv[at + 1 :] == ["dlcrun", "task", "--run", str(run.path), "--submission", "1"]
 
 
 def test_emulation_fixed_scratch_and_cpu_device(tmp_path: Path) -> None:
@@ -108,7 +112,7 @@ def test_emulation_fixed_scratch_and_cpu_device(tmp_path: Path) -> None:
     assert "--nv" not in argv
     assert binds_of(argv)[0] == str(scratch)
     assert str(tmp_path / "out" / "keypoints") in binds_of(argv)
-    assert argv[argv.index("/images/dlc.sif") + 1:][:2] == ["dlcrun", "task"]
+    assert argv[argv.index("/images/dlc.sif") + 1 :][:2] == ["dlcrun", "task"]
 
 
 def test_emulation_training_jobs_share_the_wrapper(tmp_path: Path) -> None:
@@ -122,5 +126,5 @@ def test_emulation_training_jobs_share_the_wrapper(tmp_path: Path) -> None:
     node_scratch.mkdir()
     got = run_emulated(tmp_path, argv, node_scratch)["argv"]
     assert binds_of(got) == [str(node_scratch), str(project), str(tmp_path / "runs")]
-    assert got[got.index("/images/dlc.sif") + 1:][:2] == ["dlcrun", "train-task"]
+    assert got[got.index("/images/dlc.sif") + 1 :][:2] == ["dlcrun", "train-task"]
     assert image_prefix(None, [str(project)]) == []

@@ -28,8 +28,9 @@ def noise(n: int, size: tuple[int, int] = (128, 96), seed: int = 0) -> list[np.n
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def write_pyav(path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", rotation: int = 0,
-               **options: str) -> Path:
+def write_pyav(
+    path: Path, frames: list[np.ndarray], pix_fmt: str = "yuv420p", rotation: int = 0, **options: str
+) -> Path:
     """H.264 through FFmpeg's libx264 (PyAV's bundled FFmpeg), as a camera or ffmpeg would write it."""
     out = av.open(str(path), "w", options=options)
     stream = out.add_stream("libx264", rate=10)
@@ -189,11 +190,28 @@ def test_decoder_pyav_through_the_cli(demo_project: Path, tmp_path: Path, tiny_v
     outputs = {}
     for decoder in ("opencv", "pyav"):
         dest = tmp_path / f"kp-{decoder}"
-        result = CliRunner().invoke(app, [
-            "submit", str(manifest), "--project", str(demo_project), "--dest", str(dest),
-            "--runs-dir", str(tmp_path / f"runs-{decoder}"), "--scratch", str(tmp_path / "scratch"),
-            "--scheduler", "local", "--decoder", decoder, "--device", "cpu", "--wait",
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "submit",
+                str(manifest),
+                "--project",
+                str(demo_project),
+                "--dest",
+                str(dest),
+                "--runs-dir",
+                str(tmp_path / f"runs-{decoder}"),
+                "--scratch",
+                str(tmp_path / "scratch"),
+                "--scheduler",
+                "local",
+                "--decoder",
+                decoder,
+                "--device",
+                "cpu",
+                "--wait",
+            ],
+        )
         assert result.exit_code == 0, result.output
         (h5,) = dest.rglob("*.h5")
         (meta,) = dest.rglob("*_meta.pickle")

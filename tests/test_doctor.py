@@ -107,8 +107,9 @@ def test_image_outside_and_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **env}
     full_env.pop(IMAGE_INFO_ENV, None)
-    return subprocess.run([sys.executable, "-m", "dlcrun", "doctor", *args],
-                          capture_output=True, text=True, env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dlcrun", "doctor", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -125,9 +126,18 @@ def test_cli_reports_the_stack_one_line_each_and_fails_on_what_is_required(tmp_p
     assert full.returncode == 1 and any(line.startswith("fail scratch") for line in full.stdout.splitlines())
 
     host, port = closed_port()
-    dropbox = doctor("--scratch", str(tmp_path), "--min-free", "0.001", "--timeout", "1",
-                     DLCRUN_DEST="dropbox:/lab/keypoints", HTTPS_PROXY=f"http://{host}:{port}",
-                     DLCRUN_DROPBOX_APP_KEY="appkey", DLCRUN_DROPBOX_REFRESH_TOKEN=TOKEN)
+    dropbox = doctor(
+        "--scratch",
+        str(tmp_path),
+        "--min-free",
+        "0.001",
+        "--timeout",
+        "1",
+        DLCRUN_DEST="dropbox:/lab/keypoints",
+        HTTPS_PROXY=f"http://{host}:{port}",
+        DLCRUN_DROPBOX_APP_KEY="appkey",
+        DLCRUN_DROPBOX_REFRESH_TOKEN=TOKEN,
+    )
     assert dropbox.returncode == 1 and "fail dropbox" in dropbox.stdout and "unreachable" in dropbox.stdout
     assert TOKEN not in dropbox.stdout + dropbox.stderr
 
@@ -140,8 +150,15 @@ def test_cli_reports_the_stack_one_line_each_and_fails_on_what_is_required(tmp_p
         (bin_dir / "apptainer").write_text("#!/bin/sh\n")
         (bin_dir / "apptainer").chmod(0o755)
         (tmp_path / "dlc.sif").write_bytes(b"sif")
-        login = doctor("--scratch", str(tmp_path), "--min-free", "0.001", DLCRUN_RESOURCES__GPUS="1",
-                       DLCRUN_IMAGE=str(tmp_path / "dlc.sif"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+        login = doctor(
+            "--scratch",
+            str(tmp_path),
+            "--min-free",
+            "0.001",
+            DLCRUN_RESOURCES__GPUS="1",
+            DLCRUN_IMAGE=str(tmp_path / "dlc.sif"),
+            PATH=f"{bin_dir}:{os.environ['PATH']}",
+        )
         assert login.returncode == 0, login.stdout
         assert "note gpu" in login.stdout and "ok   image      indices run in" in login.stdout
 

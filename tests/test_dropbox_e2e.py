@@ -29,7 +29,10 @@ def run_auth_cli(emulator: DropboxEmulator, env: dict[str, str]) -> str:
     """`dlcrun auth dropbox` as a user runs it: read the URL it prints, 'approve' it, paste the code."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlcrun", "auth", "dropbox", "--app-key", "lab-app-key"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**env, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None and proc.stdin is not None
@@ -87,8 +90,20 @@ def test_array_run_from_dropbox_to_dropbox(
     for video in tiny_videos(names=names, frames=6):
         when = dt.datetime.strptime(video.stem.split("_", 1)[1], "%Y-%m-%d_%H-%M-%S").replace(tzinfo=dt.timezone.utc)
         dropbox_emulator.put_file(f"/Videos/2026-10/{video.name}", video.read_bytes(), when)
-    made = CliRunner().invoke(app, ["manifest", "--from", "dropbox:/Videos/2026-10", "--since", "2026-10-01",
-                                    "--dates", "name", "-o", "manifests/batch.txt"])
+    made = CliRunner().invoke(
+        app,
+        [
+            "manifest",
+            "--from",
+            "dropbox:/Videos/2026-10",
+            "--since",
+            "2026-10-01",
+            "--dates",
+            "name",
+            "-o",
+            "manifests/batch.txt",
+        ],
+    )
     assert made.exit_code == 0, made.output
 
     # Each task process meets a fault and must get past it on its own.
@@ -98,8 +113,15 @@ def test_array_run_from_dropbox_to_dropbox(
     dropbox_emulator.inject("files/upload_session/finish", "429", retry_after=1)
     dropbox_emulator.inject("files/move_v2", "expire")
 
-    settings = load_settings(None, project=demo_project, dest="dropbox:/Keypoints", runs_dir=tmp_path / "runs",
-                             scratch=tmp_path / "scratch", max_running=1, device="cpu")
+    settings = load_settings(
+        None,
+        project=demo_project,
+        dest="dropbox:/Keypoints",
+        runs_dir=tmp_path / "runs",
+        scratch=tmp_path / "scratch",
+        max_running=1,
+        device="cpu",
+    )
     run, preflight = batch.start_run(Path("manifests/batch.txt"), settings)
     assert preflight is not None and preflight.videos == 2 and preflight.total_bytes > 0
     batch.submit(run)
@@ -118,8 +140,9 @@ def test_array_run_from_dropbox_to_dropbox(
 
     scorer = run.model["scorer"]
     published = [p for p in dropbox_emulator.paths() if p.startswith("/Keypoints/")]
-    assert published == sorted(f"/Keypoints/{Path(n).stem}{scorer}{ext}" for n in names[:2]
-                               for ext in (".h5", "_meta.pickle"))
+    assert published == sorted(
+        f"/Keypoints/{Path(n).stem}{scorer}{ext}" for n in names[:2] for ext in (".h5", "_meta.pickle")
+    )
     assert not [p for p in dropbox_emulator.paths() if TEMP_MARK in p], "temporary names left at the destination"
     assert dropbox_emulator.count("files/upload_session/finish") >= 2, "outputs should go through upload sessions"
     for record in status.records.values():

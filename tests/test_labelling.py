@@ -23,10 +23,26 @@ def test_sample_extracts_frames_into_the_project(tmp_path: Path, demo_project: P
     videos = tiny_videos(tmp_path / "videos", names, frames=24)
     sheet = tmp_path / "videos.csv"
     sheet.write_text("video,camera\n" + "".join(f"{v},cam{v.name[3]}\n" for v in videos))
-    result = CliRunner().invoke(app, [
-        "sample", str(sheet), "--n", "2", "--per", "camera", "--seed", "7", "-o", str(tmp_path / "label.txt"),
-        "--extract-to", str(project), "--frames", "4", "--copy-videos",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            str(sheet),
+            "--n",
+            "2",
+            "--per",
+            "camera",
+            "--seed",
+            "7",
+            "-o",
+            str(tmp_path / "label.txt"),
+            "--extract-to",
+            str(project),
+            "--frames",
+            "4",
+            "--copy-videos",
+        ],
+    )
     assert result.exit_code == 0, result.output
     sampled = [line for line in (tmp_path / "label.txt").read_text().splitlines() if not line.startswith("#")]
     assert len(sampled) == 2 and {Path(s).name[:4] for s in sampled} == {"cam1", "cam2"}

@@ -45,7 +45,9 @@ def test_engine_is_read_from_the_model_folders_without_writing(tmp_path: Path) -
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
     assert shuffle_engine(project, 1) == TENSORFLOW
     assert shuffle_engine(project, 2) == "pytorch", "no such TF shuffle: DLC 3's default, whose loader explains"
-    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, "nothing written (DLC would add metadata.yaml)"
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before, (
+        "nothing written (DLC would add metadata.yaml)"
+    )
 
 
 @pytest.mark.skipif(HAVE_TF, reason="checks the message a venv without TensorFlow gives")
@@ -108,8 +110,12 @@ def test_tf_keypoints_equal_analyze_videos(tf_project: Path, openfield_clip: Pat
     assert spec.engine == TENSORFLOW and Path(spec.snapshot).name == "snapshot-2"
     assert spec.scorer.startswith("DLC_resnet50_") and spec.scorer.endswith("shuffle1_2")
     deeplabcut.analyze_videos(
-        str(tf_project / "config.yaml"), [str(openfield_clip)], shuffle=1, batch_size=4,
-        destfolder=str(tmp_path / "dlc"), engine=Engine.TF,
+        str(tf_project / "config.yaml"),
+        [str(openfield_clip)],
+        shuffle=1,
+        batch_size=4,
+        destfolder=str(tmp_path / "dlc"),
+        engine=Engine.TF,
     )
     (theirs_h5,) = (tmp_path / "dlc").glob("*.h5")
     analyzer = open_analyzer(spec, batch_size=4, device="cpu")
@@ -141,10 +147,21 @@ def test_tf_train_job_resumes_is_evaluated_and_its_snapshot_runs_a_batch(tf_proj
 
     project = tmp_path / tf_project.name
     shutil.copytree(tf_project, project)
-    shown = CliRunner().invoke(app, [
-        "train", "--project", str(project), "--iterations", "2", "--device", "cpu",
-        "--runs-dir", str(tmp_path / "runs"), "--wait",
-    ])
+    shown = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--project",
+            str(project),
+            "--iterations",
+            "2",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--wait",
+        ],
+    )
     assert shown.exit_code == 0, shown.output
     (workdir,) = (tmp_path / "runs" / "train").iterdir()
     result = json.loads((workdir / "result.json").read_text())

@@ -75,8 +75,11 @@ def test_listing_errors_name_the_problem() -> None:
 
 def test_cli_manifest_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for name, day in [("cam1_2026-10-01_00-00-00.mp4", 1), ("cam1_2026-10-04_00-00-00.mp4", 4),
-                      ("sub/cam2_2026-10-04_00-00-00.mp4", 4)]:
+    for name, day in [
+        ("cam1_2026-10-01_00-00-00.mp4", 1),
+        ("cam1_2026-10-04_00-00-00.mp4", 4),
+        ("sub/cam2_2026-10-04_00-00-00.mp4", 4),
+    ]:
         path = tmp_path / "videos" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"v")
@@ -132,8 +135,11 @@ def test_cli_manifest_from_dropbox_then_check_sources(
 def test_selection_sheet_on_a_dropbox_root(
     dropbox_emulator: DropboxEmulator, dropbox_env: tuple[str, str], tmp_path: Path
 ) -> None:
-    for tank, stamp in [("tank1", "2026-10-02_10-00-00"), ("tank1", "2026-10-09_10-00-00"),
-                        ("tank2", "2026-10-03_07-30-00")]:
+    for tank, stamp in [
+        ("tank1", "2026-10-02_10-00-00"),
+        ("tank1", "2026-10-09_10-00-00"),
+        ("tank2", "2026-10-03_07-30-00"),
+    ]:
         dropbox_emulator.put_file(f"/Videos/{tank}/cam_{stamp}.mp4", b"v")
     (tmp_path / "batch.csv").write_text("folder,start,end\ntank1,2026-10-01,2026-10-05\ntank2,2026-10-03,2026-10-03\n")
     result = CliRunner().invoke(
@@ -164,9 +170,16 @@ def test_lab_sheet_on_a_dropbox_root_line_by_line(
     assert result.exit_code == 0, result.output
     names = IN_WINDOW
     if overlap:
-        names = ["cam1/cam1_2020-10-25_23-30-00.mp4", *names[:4], "cam2/cam2_2020-10-25_20-00-00.avi",
-                 *names[4:], "cam2/cam2_2020-10-27_00-00-01.avi"]
+        names = [
+            "cam1/cam1_2020-10-25_23-30-00.mp4",
+            *names[:4],
+            "cam2/cam2_2020-10-25_20-00-00.avi",
+            *names[4:],
+            "cam2/cam2_2020-10-27_00-00-01.avi",
+        ]
     assert entries(target) == [f"dropbox:/iSpyData/video/{n}" for n in names]
-    assert any(c.startswith('row 2: folder="cam1" window=2020-10-26T00:00:00..2020-10-27T23:59:59') for c in comments(target))
+    assert any(
+        c.startswith('row 2: folder="cam1" window=2020-10-26T00:00:00..2020-10-27T23:59:59') for c in comments(target)
+    )
     assert "conflicted" in result.output
     assert ("row 5" in result.output) != overlap, "row 5's window is empty unless the video before it runs into it"

@@ -92,8 +92,16 @@ class EmulatedPbs:
         thread.start()
         return 0, job + "\n", ""
 
-    def _run(self, script: str, indices: list[int | None], ids: list[str], env: dict[str, str], out_dir: Path,
-             name: str, limit: int) -> None:
+    def _run(
+        self,
+        script: str,
+        indices: list[int | None],
+        ids: list[str],
+        env: dict[str, str],
+        out_dir: Path,
+        name: str,
+        limit: int,
+    ) -> None:
         pending = list(zip(indices, ids))
         running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         while pending or running:
@@ -106,8 +114,9 @@ class EmulatedPbs:
                 sub_env["TMPDIR"] = str(tmpdir)
                 log = out_dir / f"{name}.o{job.split('.')[0]}"
                 with open(log, "ab") as fh:
-                    proc = subprocess.Popen(["bash", script], env=sub_env, stdout=fh, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                    proc = subprocess.Popen(
+                        ["bash", script], env=sub_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                    )
                 running[job] = (proc, tmpdir)
                 with self.lock:
                     self.states[job] = "R"
@@ -131,7 +140,9 @@ class EmulatedPbs:
                     errors.append(f"qstat: Unknown Job Id {wanted}")  # no job history kept
                     continue
                 for job, state in mine.items():
-                    blocks.append(f"Job Id: {job}\n    Job_Name = x\n    job_state = {finished if state == 'F' else state}\n")
+                    blocks.append(
+                        f"Job Id: {job}\n    Job_Name = x\n    job_state = {finished if state == 'F' else state}\n"
+                    )
         return (153 if errors else 0), "\n".join(blocks), "\n".join(errors)
 
     def qdel(self, args: list[str]) -> tuple[int, str, str]:
@@ -150,8 +161,13 @@ def emulated(flavor: Flavor, node: Path) -> tuple[str, EmulatedPbs]:
 def start(tmp_path: Path, project: Path, videos: list[Path], scheduler: str, **overrides: object) -> Run:
     manifest = write_manifest(tmp_path / "batch.txt", Manifest(entries=[str(v) for v in videos]))
     settings = load_settings(
-        None, project=project, dest=str(tmp_path / "keypoints"), runs_dir=tmp_path / "runs",
-        scratch=tmp_path / "scratch", scheduler=scheduler, **overrides,
+        None,
+        project=project,
+        dest=str(tmp_path / "keypoints"),
+        runs_dir=tmp_path / "runs",
+        scratch=tmp_path / "scratch",
+        scheduler=scheduler,
+        **overrides,
     )
     run, _ = batch.start_run(manifest, settings)
     return run
@@ -213,7 +229,8 @@ def test_torque_array_emulation(tmp_path: Path, demo_project: Path, tiny_videos,
     assert final.states == {0: "done", 1: "done"}
     assert "queued" in seen  # index 1 waited behind the slot limit
     assert [p.name for p in sorted((tmp_path / "keypoints").glob("*.h5"))] == [
-        f"a{run.model['scorer']}.h5", f"b{run.model['scorer']}.h5"
+        f"a{run.model['scorer']}.h5",
+        f"b{run.model['scorer']}.h5",
     ]
     assert {r.job_id for r in final.records.values()} == {f"{sub.job_ids[0].split('[')[0]}[{k}].emu" for k in range(2)}
 
@@ -228,7 +245,20 @@ def test_refused_submission_leaves_no_run_directory(tmp_path: Path, demo_project
         pytest.skip("qsub is installed here; this test needs it absent")
     videos = tiny_videos(tmp_path / "videos", ["a.mp4"])
     manifest = write_manifest(tmp_path / "batch.txt", Manifest(entries=[str(v) for v in videos]))
-    shown = CliRunner().invoke(app, ["submit", str(manifest), "--project", str(demo_project), "--dest",
-                                     str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--scheduler", "pbs"])
+    shown = CliRunner().invoke(
+        app,
+        [
+            "submit",
+            str(manifest),
+            "--project",
+            str(demo_project),
+            "--dest",
+            str(tmp_path / "out"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--scheduler",
+            "pbs",
+        ],
+    )
     assert shown.exit_code == 1 and "qsub: command not found" in shown.output
     assert not list((tmp_path / "runs").iterdir())

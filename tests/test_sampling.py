@@ -86,11 +86,16 @@ def test_list_sheet_videos_timed_by_name_when_there_is_no_date_column(tmp_path: 
 
 
 def test_selection_sheet_sample_by_name_field(tmp_path: Path) -> None:
-    tree = {f"tank{t}": {f"cam{t}_2026-10-{d:02d}_{h:02d}-00-00.mp4": 1 for d in (1, 2, 3) for h in range(0, 24, 6)}
-            for t in (1, 2)}
+    tree = {
+        f"tank{t}": {f"cam{t}_2026-10-{d:02d}_{h:02d}-00-00.mp4": 1 for d in (1, 2, 3) for h in range(0, 24, 6)}
+        for t in (1, 2)
+    }
     root = make_tree(tmp_path / "v", tree)
-    sheet = write_xlsx(tmp_path / "s.xlsx", ["Tank", "Start", "End"],
-                       [["tank1", "01-Oct-2026", "03-Oct-2026"], ["tank2", "02-Oct-2026", "03-Oct-2026"]])
+    sheet = write_xlsx(
+        tmp_path / "s.xlsx",
+        ["Tank", "Start", "End"],
+        [["tank1", "01-Oct-2026", "03-Oct-2026"], ["tank2", "02-Oct-2026", "03-Oct-2026"]],
+    )
     videos = gather(read_sheet(sheet), root=str(root)).videos
     sample = draw(videos, 4, seed=7, per="camera")
     assert Counter(v.fields["camera"] for v in sample.videos) == {"cam1": 2, "cam2": 2}
@@ -100,8 +105,22 @@ def test_selection_sheet_sample_by_name_field(tmp_path: Path) -> None:
 
 def test_cli_sample_is_reproducible_and_writes_a_manifest(tmp_path: Path) -> None:
     sheet, root = lab_sheet(tmp_path)
-    args = ["sample", str(sheet), "--root", str(root), "--n", "4", "--per", "folder", "--seed", "7",
-            "--from", "2020-10-26", "--to", "2020-10-27"]
+    args = [
+        "sample",
+        str(sheet),
+        "--root",
+        str(root),
+        "--n",
+        "4",
+        "--per",
+        "folder",
+        "--seed",
+        "7",
+        "--from",
+        "2020-10-26",
+        "--to",
+        "2020-10-27",
+    ]
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     for target in (a, b):
         result = runner.invoke(app, [*args, "-o", str(target)])

@@ -82,17 +82,30 @@ def add_submission(run: Run, scheduler: str, jobs: list[str], indices: list[int]
 
 def test_slurm_submit_renders_script_and_exact_sbatch_line(tmp_path: Path) -> None:
     run = make_run(tmp_path, scheduler="slurm")
-    runner = Recorder(scontrol=(0, "MaxArraySize            = 1001\nMinJobAge = 300 sec\n", ""), sbatch=(0, "4242\n", ""))
+    runner = Recorder(
+        scontrol=(0, "MaxArraySize            = 1001\nMinJobAge = 300 sec\n", ""), sbatch=(0, "4242\n", "")
+    )
     jobs = SlurmScheduler(runner).submit(run, 1, 3, max_running=2)
     assert jobs == ["4242"]
     r = str(run.path)
     assert runner.calls == [
         ["scontrol", "show", "config"],
         [
-            "sbatch", "--parsable", "--job-name=dlcrun-RUN", "--array=0-2%2", f"--output={r}/logs/%A_%a.out",
-            f"--export=ALL,DLCRUN_RUN={r},DLCRUN_SUBMISSION=1", "--requeue", "--signal=B:TERM@120",
-            "--cpus-per-task=4", "--mem=16G", "--time=04:00:00", "--gres=gpu:1", "--partition=gpu",
-            "--account=lab", f"{r}/submissions/001.slurm",
+            "sbatch",
+            "--parsable",
+            "--job-name=dlcrun-RUN",
+            "--array=0-2%2",
+            f"--output={r}/logs/%A_%a.out",
+            f"--export=ALL,DLCRUN_RUN={r},DLCRUN_SUBMISSION=1",
+            "--requeue",
+            "--signal=B:TERM@120",
+            "--cpus-per-task=4",
+            "--mem=16G",
+            "--time=04:00:00",
+            "--gres=gpu:1",
+            "--partition=gpu",
+            "--account=lab",
+            f"{r}/submissions/001.slurm",
         ],
     ]
     script = run.path / "submissions" / "001.slurm"
@@ -102,14 +115,18 @@ def test_slurm_submit_renders_script_and_exact_sbatch_line(tmp_path: Path) -> No
 
 def test_slurm_splits_past_max_array_size_and_chains_the_throttled_arrays(tmp_path: Path) -> None:
     run = make_run(tmp_path, n=5, scheduler="slurm")
-    runner = Recorder(scontrol=(0, "MaxArraySize = 2\n", ""), sbatch=[(0, "10\n", ""), (0, "11;c\n", ""), (0, "12\n", "")])
+    runner = Recorder(
+        scontrol=(0, "MaxArraySize = 2\n", ""), sbatch=[(0, "10\n", ""), (0, "11;c\n", ""), (0, "12\n", "")]
+    )
     assert SlurmScheduler(runner).submit(run, 1, 5, max_running=1) == ["10", "11", "12"]
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
     assert [next(a for a in c if a.startswith("--array")) for c in sbatch] == ["--array=0-1%1"] * 2 + ["--array=0-0%1"]
     exports = [next(a for a in c if a.startswith("--export")) for c in sbatch]
     assert [e.split(",")[3:] for e in exports] == [[], ["DLCRUN_ARRAY_OFFSET=2"], ["DLCRUN_ARRAY_OFFSET=4"]]
     assert [[a for a in c if a.startswith("--dependency")] for c in sbatch] == [
-        [], ["--dependency=afterany:10"], ["--dependency=afterany:11"]
+        [],
+        ["--dependency=afterany:10"],
+        ["--dependency=afterany:11"],
     ]
 
 
@@ -139,7 +156,9 @@ def test_slurm_states_from_squeue_map_array_tasks_to_manifest_indices(tmp_path: 
 
 def test_slurm_states_apply_the_offset_of_a_split_submission(tmp_path: Path) -> None:
     run = make_run(tmp_path, n=5, scheduler="slurm", max_array_size=2)
-    runner = Recorder(sbatch=[(0, "10\n", ""), (0, "11\n", ""), (0, "12\n", "")], squeue=(0, "11|1|RUNNING\n12|0|PENDING\n", ""))
+    runner = Recorder(
+        sbatch=[(0, "10\n", ""), (0, "11\n", ""), (0, "12\n", "")], squeue=(0, "11|1|RUNNING\n12|0|PENDING\n", "")
+    )
     sched = SlurmScheduler(runner)
     number = run.next_submission_number()
     run.write_indices(number, [0, 1, 2, 3, 4])
@@ -158,9 +177,18 @@ def test_slurm_cancel_and_training_lines(tmp_path: Path) -> None:
     assert runner.calls == [
         ["scancel", "100", "200"],
         [
-            "sbatch", "--parsable", "--job-name=dlcrun-train-T", f"--output={workdir}/logs/train_%j.out",
-            f"--export=ALL,DLCRUN_TRAIN={workdir}", "--cpus-per-task=4", "--mem=16G", "--time=04:00:00",
-            "--gres=gpu:1", "--partition=gpu", "--account=lab", f"{workdir}/train.slurm",
+            "sbatch",
+            "--parsable",
+            "--job-name=dlcrun-train-T",
+            f"--output={workdir}/logs/train_%j.out",
+            f"--export=ALL,DLCRUN_TRAIN={workdir}",
+            "--cpus-per-task=4",
+            "--mem=16G",
+            "--time=04:00:00",
+            "--gres=gpu:1",
+            "--partition=gpu",
+            "--account=lab",
+            f"{workdir}/train.slurm",
         ],
     ]
     golden("train.slurm.rendered", (workdir / "train.slurm").read_text(), tmp_path)
@@ -196,9 +224,28 @@ def test_pbs_pro_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:
     r = str(run.path)
     assert runner.calls == [
         [
-            "qsub", "-N", "dlcrun-RUN", "-J", "0-2%2", "-r", "y", "-j", "oe", "-o", f"{r}/logs/",
-            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}", "-l", "select=1:ncpus=4:mem=16gb:ngpus=1",
-            "-l", "walltime=04:00:00", "-q", "gpu", "-A", "lab", f"{r}/submissions/001.pbs",
+            "qsub",
+            "-N",
+            "dlcrun-RUN",
+            "-J",
+            "0-2%2",
+            "-r",
+            "y",
+            "-j",
+            "oe",
+            "-o",
+            f"{r}/logs/",
+            "-v",
+            f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}",
+            "-l",
+            "select=1:ncpus=4:mem=16gb:ngpus=1",
+            "-l",
+            "walltime=04:00:00",
+            "-q",
+            "gpu",
+            "-A",
+            "lab",
+            f"{r}/submissions/001.pbs",
         ]
     ]
     assert not any("secret" in word for word in runner.calls[0]), "the environment does not travel (-V)"
@@ -212,9 +259,26 @@ def test_torque_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:
     r = str(run.path)
     assert runner.calls == [
         [
-            "qsub", "-N", "dlcrun-RUN", "-t", "0-2%1", "-r", "y", "-j", "oe", "-o", f"{r}/logs/",
-            "-v", f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}", "-l", "nodes=1:ppn=2", "-l", "mem=500mb",
-            "-l", "walltime=01:00:00", f"{r}/submissions/001.torque",
+            "qsub",
+            "-N",
+            "dlcrun-RUN",
+            "-t",
+            "0-2%1",
+            "-r",
+            "y",
+            "-j",
+            "oe",
+            "-o",
+            f"{r}/logs/",
+            "-v",
+            f"DLCRUN_RUN={r},DLCRUN_SUBMISSION=1,{SOFTWARE}",
+            "-l",
+            "nodes=1:ppn=2",
+            "-l",
+            "mem=500mb",
+            "-l",
+            "walltime=01:00:00",
+            f"{r}/submissions/001.torque",
         ]
     ]
     golden("array.torque.rendered", (run.path / "submissions" / "001.torque").read_text(), tmp_path)
@@ -253,9 +317,13 @@ def test_torque_states_from_canned_qstat(tmp_path: Path) -> None:
 def test_pbs_finished_jobs_are_not_errors_but_a_down_server_is(tmp_path: Path) -> None:
     run = make_run(tmp_path, n=2, scheduler="pbs")
     add_submission(run, "pbs", ["9[].s"], [0, 1])
-    gone = Recorder(qstat=(35, "", "qstat: 9[].s Job has finished, use -x or -H to obtain historical job information\n"))
+    gone = Recorder(
+        qstat=(35, "", "qstat: 9[].s Job has finished, use -x or -H to obtain historical job information\n")
+    )
     assert PbsScheduler(PRO, gone).states(run, ["9[].s"]) == {}
-    unknown = Recorder(qstat=(153, "", "qstat: Unknown Job Id Error 9[].s\n"), qdel=(153, "", "qdel: Unknown Job Id 9[].s\n"))
+    unknown = Recorder(
+        qstat=(153, "", "qstat: Unknown Job Id Error 9[].s\n"), qdel=(153, "", "qdel: Unknown Job Id 9[].s\n")
+    )
     assert PbsScheduler(TORQUE, unknown).states(run, ["9[].s"]) == {}
     PbsScheduler(PRO, unknown).cancel(run, ["9[].s"])
     assert unknown.calls[-1] == ["qdel", "9[].s"]
@@ -267,13 +335,28 @@ def test_pbs_finished_jobs_are_not_errors_but_a_down_server_is(tmp_path: Path) -
 def test_pbs_training_lines(tmp_path: Path) -> None:
     workdir = tmp_path / "runs" / "train" / "T"
     runner = Recorder(qsub=(0, "31.pbs01\n", ""))
-    for flavor, resources in ((PRO, ["-l", "select=1:ncpus=4:mem=16gb:ngpus=1", "-l", "walltime=04:00:00"]),
-                              (TORQUE, ["-l", "nodes=1:ppn=4:gpus=1", "-l", "mem=16gb", "-l", "walltime=04:00:00"])):
+    for flavor, resources in (
+        (PRO, ["-l", "select=1:ncpus=4:mem=16gb:ngpus=1", "-l", "walltime=04:00:00"]),
+        (TORQUE, ["-l", "nodes=1:ppn=4:gpus=1", "-l", "mem=16gb", "-l", "walltime=04:00:00"]),
+    ):
         argv = ["dlcrun", "train-task", "--workdir", str(workdir)]
         assert PbsScheduler(flavor, runner).submit_training(workdir, argv, RES) == "31.pbs01"
         assert runner.calls[-1] == [
-            "qsub", "-N", "dlcrun-train-T", "-j", "oe", "-o", f"{workdir}/logs/", "-v",
-            f"DLCRUN_TRAIN={workdir},{SOFTWARE}", *resources, "-q", "gpu", "-A", "lab", f"{workdir}/train.pbs",
+            "qsub",
+            "-N",
+            "dlcrun-train-T",
+            "-j",
+            "oe",
+            "-o",
+            f"{workdir}/logs/",
+            "-v",
+            f"DLCRUN_TRAIN={workdir},{SOFTWARE}",
+            *resources,
+            "-q",
+            "gpu",
+            "-A",
+            "lab",
+            f"{workdir}/train.pbs",
         ]
     golden("train.pbs.rendered", (workdir / "train.pbs").read_text(), tmp_path)
 
@@ -347,7 +430,11 @@ def _script(tmp_path: Path, template: str, variables: list[str]) -> tuple[Path, 
 @pytest.mark.parametrize(
     ("template", "env", "index_var"),
     [
-        ("array.slurm", {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "9"}, "SLURM_ARRAY_TASK_ID"),
+        (
+            "array.slurm",
+            {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "9"},
+            "SLURM_ARRAY_TASK_ID",
+        ),
         ("array.pbs", {"PBS_JOBID": "7[3].pbs01", "PBS_ARRAY_INDEX": "3"}, "PBS_ARRAY_INDEX"),
         ("array.torque", {"PBS_JOBID": "7[3].torque01", "PBS_ARRAYID": "3"}, "PBS_ARRAYID"),
     ],
@@ -401,4 +488,12 @@ def test_pbs_pro_plain_job_script_runs_index_zero(tmp_path: Path) -> None:
 def test_render_quotes_every_word(tmp_path: Path) -> None:
     text = render("array.slurm", ["apptainer", "exec", "--bind", "/a b,/c", "img.sif", "dlcrun", "task"])
     line = next(line for line in text.splitlines() if line.startswith("TASK=("))
-    assert shlex.split(line[len("TASK=("):-1]) == ["apptainer", "exec", "--bind", "/a b,/c", "img.sif", "dlcrun", "task"]
+    assert shlex.split(line[len("TASK=(") : -1]) == [
+        "apptainer",
+        "exec",
+        "--bind",
+        "/a b,/c",
+        "img.sif",
+        "dlcrun",
+        "task",
+    ]

@@ -31,8 +31,6 @@ def expected(root: Path, names: list[str]) -> list[str]:
     return [str(root / n) for n in names]
 
 
-
-
 def test_lab_sheet_manifest_line_by_line(tmp_path: Path) -> None:
     sheet, root = lab_sheet(tmp_path)
     found = select(read_sheet(sheet), root=str(root))
@@ -60,8 +58,13 @@ def test_overlap_keeps_the_video_that_runs_into_each_window(tmp_path: Path) -> N
     found = select(read_sheet(sheet), root=str(root), overlap=True)
     assert [v.uri for v in found.videos] == expected(
         root,
-        ["cam1/cam1_2020-10-25_23-30-00.mp4", *IN_WINDOW[:4], "cam2/cam2_2020-10-25_20-00-00.avi",
-         *IN_WINDOW[4:], "cam2/cam2_2020-10-27_00-00-01.avi"],
+        [
+            "cam1/cam1_2020-10-25_23-30-00.mp4",
+            *IN_WINDOW[:4],
+            "cam2/cam2_2020-10-25_20-00-00.avi",
+            *IN_WINDOW[4:],
+            "cam2/cam2_2020-10-27_00-00-01.avi",
+        ],
     )
     assert [r.videos[0].before_window for r in found.rows] == [True, True, True]
     assert "overlap=1" in found.header[2] and "first=2020-10-25T23:30:00" in found.header[2]
@@ -95,21 +98,29 @@ def test_custom_name_pattern_and_column_names(tmp_path: Path) -> None:
     sheet = write_xlsx(tmp_path / "s.xlsx", ["Where", "From", "To"], [["A", "2020-10-26", "2020-10-26"]])
     with pytest.raises(ManifestError, match="neither a list of videos"):
         sheet_kind(read_sheet(sheet))
-    found = select(read_sheet(sheet), root=str(tmp_path / "v"), columns=parse_column_map("folder=where"),
-                   pattern="{start:%Y%m%d-%H%M%S}_{tank}")
+    found = select(
+        read_sheet(sheet),
+        root=str(tmp_path / "v"),
+        columns=parse_column_map("folder=where"),
+        pattern="{start:%Y%m%d-%H%M%S}_{tank}",
+    )
     assert [v.uri for v in found.videos] == [str(tmp_path / "v" / "A" / "20201026-140327_A.mov")]
     assert found.videos[0].fields["tank"] == "A"
 
 
 def test_error_rows_are_named_and_nothing_is_listed(tmp_path: Path) -> None:
     _, root = lab_sheet(tmp_path)
-    sheet = write_xlsx(tmp_path / "bad.xlsx", HEADER, [
-        ["cam1", "26-Oct-2020", "25-Oct-2020"],  # row 2: end before start
-        ["cam1", "sometime", "27-Oct-2020"],  # row 3: unreadable date
-        None,
-        ["", "26-Oct-2020", "27-Oct-2020"],  # row 5: no folder
-        ["cam2", "26-Oct-2020", None],  # row 6: no end
-    ])
+    sheet = write_xlsx(
+        tmp_path / "bad.xlsx",
+        HEADER,
+        [
+            ["cam1", "26-Oct-2020", "25-Oct-2020"],  # row 2: end before start
+            ["cam1", "sometime", "27-Oct-2020"],  # row 3: unreadable date
+            None,
+            ["", "26-Oct-2020", "27-Oct-2020"],  # row 5: no folder
+            ["cam2", "26-Oct-2020", None],  # row 6: no end
+        ],
+    )
     with pytest.raises(ManifestError) as info:
         select(read_sheet(sheet), root=str(root))
     message = str(info.value)
@@ -121,8 +132,9 @@ def test_error_rows_are_named_and_nothing_is_listed(tmp_path: Path) -> None:
 
 def test_missing_folder_is_an_error_naming_the_row(tmp_path: Path) -> None:
     _, root = lab_sheet(tmp_path)
-    sheet = write_xlsx(tmp_path / "s.xlsx", HEADER, [["cam1", "26-Oct-2020", "27-Oct-2020"],
-                                                    ["cam9", "26-Oct-2020", "27-Oct-2020"]])
+    sheet = write_xlsx(
+        tmp_path / "s.xlsx", HEADER, [["cam1", "26-Oct-2020", "27-Oct-2020"], ["cam9", "26-Oct-2020", "27-Oct-2020"]]
+    )
     with pytest.raises(ManifestError, match=r"row 3: folder 'cam9': .*cam9: no such folder"):
         select(read_sheet(sheet), root=str(root))
 
@@ -136,8 +148,9 @@ def test_no_video_at_all_is_an_error(tmp_path: Path) -> None:
 
 def test_overlapping_rows_list_each_video_once(tmp_path: Path) -> None:
     _, root = lab_sheet(tmp_path)
-    sheet = write_xlsx(tmp_path / "s.xlsx", HEADER, [["cam1", "26-Oct-2020", "26-Oct-2020"],
-                                                    ["cam1", "26-Oct-2020", "27-Oct-2020"]])
+    sheet = write_xlsx(
+        tmp_path / "s.xlsx", HEADER, [["cam1", "26-Oct-2020", "26-Oct-2020"], ["cam1", "26-Oct-2020", "27-Oct-2020"]]
+    )
     found = select(read_sheet(sheet), root=str(root))
     assert [v.uri for v in found.videos] == expected(root, IN_WINDOW[:4])
     assert [len(r.videos) for r in found.rows] == [2, 4]
@@ -179,11 +192,18 @@ def test_incomplete_or_unreadable_dates_are_refused(text: str) -> None:
 def test_name_pattern_rules() -> None:
     ispy = NamePattern.compile("{camera}_{start:%Y-%m-%d_%H-%M-%S}")
     assert ispy.match("my_cam_2_2020-10-26_14-03-27.mp4") == (
-        dt.datetime(2020, 10, 26, 14, 3, 27), {"camera": "my_cam_2"})
+        dt.datetime(2020, 10, 26, 14, 3, 27),
+        {"camera": "my_cam_2"},
+    )
     assert ispy.match("cam2_2020-13-26_14-03-27.mp4") is None  # month 13
     assert ispy.match("cam2_2020-10-26_14-03-27 (1).mp4") is None
-    for bad, why in [("{camera}", "needs a {start"), ("{start}", "needs a time format"),
-                     ("{start:%Q}", "unsupported"), ("{a}_{a}_{start:%Y}", "twice"), ("{start:%Y", "unbalanced")]:
+    for bad, why in [
+        ("{camera}", "needs a {start"),
+        ("{start}", "needs a time format"),
+        ("{start:%Q}", "unsupported"),
+        ("{a}_{a}_{start:%Y}", "twice"),
+        ("{start:%Y", "unbalanced"),
+    ]:
         with pytest.raises(ConfigError, match=why):
             NamePattern.compile(bad)
 
@@ -219,7 +239,7 @@ class MemoryStorage:
 
     def list(self, uri: str, recursive: bool = False) -> Iterator[StoredObject]:
         prefix = uri.rstrip("/") + "/"
-        found = sorted((k, o) for k, o in self.files.items() if k.startswith(prefix) and "/" not in k[len(prefix):])
+        found = sorted((k, o) for k, o in self.files.items() if k.startswith(prefix) and "/" not in k[len(prefix) :])
         if not found:
             raise StorageError(f"{uri}: no such folder")
         yield from (o for _, o in found)
@@ -245,7 +265,8 @@ def test_remote_root_through_the_storage_seam_emulation(tmp_path: Path) -> None:
     client_modified = dt.datetime(2020, 10, 27, 9, 30).timestamp()
     MemoryStorage.files = {
         f"{root}/{folder}/{name}": StoredObject(f"{root}/{folder}/{name}", size, mtime=client_modified)
-        for folder, files in TREE.items() for name, size in files.items()
+        for folder, files in TREE.items()
+        for name, size in files.items()
     }
     sheet = write_xlsx(tmp_path / "s.xlsx", HEADER, ROWS)
     found = select(read_sheet(sheet), root=root, mtime_fallback=True)
@@ -286,9 +307,15 @@ def test_cli_manifest_from_selection_sheet(tmp_path: Path) -> None:
 
 def test_cli_errors_name_rows_and_write_nothing(tmp_path: Path) -> None:
     _, root = lab_sheet(tmp_path)
-    sheet = write_xlsx(tmp_path / "bad.xlsx", HEADER, [["cam1", "26-Oct-2020", "27-Oct-2020"],
-                                                      ["cam1", "27-Oct-2020", "26-Oct-2020"],
-                                                      ["cam9", "26-Oct-2020", "27-Oct-2020"]])
+    sheet = write_xlsx(
+        tmp_path / "bad.xlsx",
+        HEADER,
+        [
+            ["cam1", "26-Oct-2020", "27-Oct-2020"],
+            ["cam1", "27-Oct-2020", "26-Oct-2020"],
+            ["cam9", "26-Oct-2020", "27-Oct-2020"],
+        ],
+    )
     target = tmp_path / "m.txt"
     result = runner.invoke(app, ["manifest", str(sheet), "--root", str(root), "-o", str(target)])
     assert result.exit_code == 1

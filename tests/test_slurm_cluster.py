@@ -116,17 +116,29 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         try:
             subprocess.run(
-                [_which("munged"), "--force", f"--socket={sock}", f"--key-file={key}", f"--pid-file={d}/munged.pid",
-                 f"--log-file={d}/log/munged.log", f"--seed-file={d}/munged.seed"],
-                check=True, capture_output=True, timeout=30,
+                [
+                    _which("munged"),
+                    "--force",
+                    f"--socket={sock}",
+                    f"--key-file={key}",
+                    f"--pid-file={d}/munged.pid",
+                    f"--log-file={d}/log/munged.log",
+                    f"--seed-file={d}/munged.seed",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
             )
             subprocess.run([_which("slurmctld"), "-f", str(conf)], check=True, env=env, capture_output=True, timeout=30)
             subprocess.run([_which("slurmd"), "-f", str(conf)], check=True, env=env, capture_output=True, timeout=30)
             deadline = time.monotonic() + 60
             while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout:
                 if time.monotonic() > deadline:
-                    logs = "\n".join((d / "log" / n).read_text()[-2000:] for n in ("slurmctld.log", "slurmd.log")
-                                     if (d / "log" / n).exists())
+                    logs = "\n".join(
+                        (d / "log" / n).read_text()[-2000:]
+                        for n in ("slurmctld.log", "slurmd.log")
+                        if (d / "log" / n).exists()
+                    )
                     pytest.fail(f"local Slurm node not idle after 60 s:\n{logs}")
                 time.sleep(0.5)
             yield conf
@@ -288,9 +300,23 @@ def test_dry_run_prints_script_and_sbatch_line_and_submits_nothing(
 ) -> None:
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4"])
     manifest = write_manifest(tmp_path / "batch.txt", Manifest(entries=[str(v) for v in videos]))
-    args = ["submit", str(manifest), "--project", str(demo_project), "--dest", str(tmp_path / "out"),
-            "--runs-dir", str(tmp_path / "runs"), "--scheduler", "slurm", "--max-running", "5", "--gpus", "2",
-            "--dry-run"]
+    args = [
+        "submit",
+        str(manifest),
+        "--project",
+        str(demo_project),
+        "--dest",
+        str(tmp_path / "out"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--scheduler",
+        "slurm",
+        "--max-running",
+        "5",
+        "--gpus",
+        "2",
+        "--dry-run",
+    ]
     shown = CliRunner().invoke(app, args)
     assert shown.exit_code == 0, shown.output
     assert "#!/bin/bash" in shown.output and "TASK=(dlcrun task --run " in shown.output
@@ -310,8 +336,22 @@ def test_train_job_writes_a_snapshot(
         snapshot.unlink()  # nothing to start from: random initial weights, nothing downloaded
     for key, value in SMALL.items():
         monkeypatch.setenv(f"DLCRUN_RESOURCES__{key.upper()}", str(value))
-    shown = CliRunner().invoke(app, ["train", "--project", str(project), "--scheduler", "slurm", "--epochs", "1",
-                                     "--gpus", "0", "--runs-dir", str(tmp_path / "runs")])
+    shown = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--project",
+            str(project),
+            "--scheduler",
+            "slurm",
+            "--epochs",
+            "1",
+            "--gpus",
+            "0",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert shown.exit_code == 0, shown.output
     (workdir,) = (tmp_path / "runs" / "train").iterdir()
     deadline = time.monotonic() + 600

@@ -324,8 +324,11 @@ def test_no_secret_in_logs_output_or_errors(
     caplog.set_level(logging.DEBUG)
     (tmp_path / "a.h5").write_bytes(payload(3 * CHUNK))
     store = storage_for("dropbox:/K/a.h5")
-    for route, kind in [("files/upload_session/append_v2", "500"), ("files/move_v2", "expire"),
-                        ("files/download", "cut")]:
+    for route, kind in [
+        ("files/upload_session/append_v2", "500"),
+        ("files/move_v2", "expire"),
+        ("files/download", "cut"),
+    ]:
         dropbox_emulator.inject(route, kind)
     store.put(tmp_path / "a.h5", "dropbox:/K/a.h5")
     store.fetch("dropbox:/K/a.h5", tmp_path / "b.h5")

@@ -53,8 +53,12 @@ def reference(openfield_project: Path, openfield_clip: Path, tmp_path_factory: p
 
     out = tmp_path_factory.mktemp("dlc-reference")
     deeplabcut.analyze_videos(
-        str(openfield_project / "config.yaml"), [str(openfield_clip)], batch_size=1, destfolder=str(out),
-        save_as_csv=True, device="cpu",
+        str(openfield_project / "config.yaml"),
+        [str(openfield_clip)],
+        batch_size=1,
+        destfolder=str(out),
+        save_as_csv=True,
+        device="cpu",
     )
     return next(out.glob("*.h5"))
 
@@ -81,7 +85,10 @@ def test_fp32_equals_analyze_videos(full_rate, reference: Path) -> None:
     xy = ours.columns.get_level_values("coords") != "likelihood"
     assert ours.loc[:, xy].to_numpy().std(axis=0).max() > 2e-3, "the keypoints move more than the tolerance"
     assert table_attrs(h5) == table_attrs(reference)
-    ours_csv, their_csv = analysis.files[2].read_text().splitlines(), reference.with_suffix(".csv").read_text().splitlines()
+    ours_csv, their_csv = (
+        analysis.files[2].read_text().splitlines(),
+        reference.with_suffix(".csv").read_text().splitlines(),
+    )
     assert ours_csv[:3] == their_csv[:3] and len(ours_csv) == len(their_csv)
     assert analysis.rows == analysis.frames == 6 and analysis.stride == 1
 
@@ -131,8 +138,13 @@ def test_batches_that_do_not_divide_the_video(demo_analyzer, tmp_path: Path) -> 
 
     video = write_video(tmp_path / "v.mp4", frames=23)
     results = []
-    for batch_size, tabulate, chunk, workers in [(1, True, 4096, 1), (5, True, 4, 3), (1, True, 4096, 3),
-                                                 (8, False, 4096, 2), (64, False, 7, 1)]:
+    for batch_size, tabulate, chunk, workers in [
+        (1, True, 4096, 1),
+        (5, True, 4, 3),
+        (1, True, 4096, 3),
+        (8, False, 4096, 2),
+        (64, False, 7, 1),
+    ]:
         stream = demo_analyzer.decoder.open(video)
         h5 = tmp_path / f"out-{batch_size}-{workers}.h5"
         spec = demo_analyzer.spec
@@ -213,8 +225,13 @@ def test_videos_per_task_on_the_local_scheduler(tmp_path: Path, demo_project: Pa
     videos[3].write_bytes(videos[3].read_bytes()[:600])  # a partial download
     manifest = write_manifest(tmp_path / "batch.txt", Manifest(entries=[str(v) for v in videos]))
     settings = load_settings(
-        None, project=demo_project, dest=str(tmp_path / "kp"), runs_dir=tmp_path / "runs",
-        scratch=tmp_path / "scratch", videos_per_task=2, stride=2,
+        None,
+        project=demo_project,
+        dest=str(tmp_path / "kp"),
+        runs_dir=tmp_path / "runs",
+        scratch=tmp_path / "scratch",
+        videos_per_task=2,
+        stride=2,
     )
     run, _ = batch.start_run(manifest, settings)
     sub = batch.submit(run)
@@ -254,8 +271,12 @@ def test_stride_is_part_of_done(tmp_path: Path, demo_project: Path, tiny_videos)
 
     def new_run(name: str, **sampling: object) -> Run:
         settings = load_settings(
-            None, project=demo_project, dest=str(tmp_path / "kp"), runs_dir=tmp_path / name,
-            scratch=tmp_path / "scratch", **sampling,
+            None,
+            project=demo_project,
+            dest=str(tmp_path / "kp"),
+            runs_dir=tmp_path / name,
+            scratch=tmp_path / "scratch",
+            **sampling,
         )
         return batch.start_run(manifest, settings)[0]
 
@@ -293,7 +314,6 @@ def test_unknown_decoder_names_the_known_ones() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown decoder 'nvdec' \(available here: .*opencv"):
         decoder_for("nvdec")
-
 
 
 @pytest.mark.slow

@@ -139,8 +139,8 @@ def status(run: Run) -> Status:
         rec = records.get(i)
         # A final record counts unless a later submission has the index queued or running again,
         # or the scheduler requeued an interrupted index itself (Slurm --requeue after preemption).
-        again = rec is not None and i in live and (
-            rec.state == "interrupted" or rec.finished < last_submitted.get(i, "")
+        again = (
+            rec is not None and i in live and (rec.state == "interrupted" or rec.finished < last_submitted.get(i, ""))
         )
         if rec is not None and rec.state in FINAL and not again:
             states[i] = rec.state
@@ -173,4 +173,3 @@ def cancel(run: Run) -> int:
     for name, jobs in by_scheduler.items():
         scheduler_for(name).cancel(run, jobs)
     return sum(1 for s in current.states.values() if s in ("running", "queued"))
-

@@ -57,7 +57,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     logging.basicConfig(
@@ -83,10 +85,16 @@ def init(
 
 
 RootOpt = Annotated[Optional[str], typer.Option(help="folder or URI that relative entries and folders are under")]
-ColumnsOpt = Annotated[Optional[str], typer.Option(
-    help="selection sheet columns, e.g. folder=Tank,start=From,end=To (default: matched by name)")]
-NamePatternOpt = Annotated[Optional[str], typer.Option(
-    help="file names with their start time (default settings.name_pattern: {camera}_{start:%Y-%m-%d_%H-%M-%S})")]
+ColumnsOpt = Annotated[
+    Optional[str],
+    typer.Option(help="selection sheet columns, e.g. folder=Tank,start=From,end=To (default: matched by name)"),
+]
+NamePatternOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="file names with their start time (default settings.name_pattern: {camera}_{start:%Y-%m-%d_%H-%M-%S})"
+    ),
+]
 OverlapOpt = Annotated[bool, typer.Option(help="also keep, per row, the last video started before the window")]
 MtimeOpt = Annotated[bool, typer.Option(help="time names that do not match the pattern by their modification time")]
 DayfirstOpt = Annotated[bool, typer.Option(help="read 01/02/2020 as 1 February")]
@@ -96,14 +104,20 @@ SheetNameOpt = Annotated[Optional[str], typer.Option("--sheet", help="worksheet 
 @app.command()
 @friendly
 def manifest(
-    sheet: Annotated[Optional[Path], typer.Argument(
-        help=".xlsx or .csv: a list of videos, or folder + start + end rows (or --from instead)")] = None,
-    from_: Annotated[Optional[str], typer.Option(
-        "--from", help="list this folder or URI instead of reading a sheet, e.g. dropbox:/Videos/2026-10")] = None,
+    sheet: Annotated[
+        Optional[Path],
+        typer.Argument(help=".xlsx or .csv: a list of videos, or folder + start + end rows (or --from instead)"),
+    ] = None,
+    from_: Annotated[
+        Optional[str],
+        typer.Option("--from", help="list this folder or URI instead of reading a sheet, e.g. dropbox:/Videos/2026-10"),
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
     column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the video locations")] = None,
     root: RootOpt = None,
-    since: Annotated[Optional[str], typer.Option(help="list sheets, --from: keep videos recorded at or after this")] = None,
+    since: Annotated[
+        Optional[str], typer.Option(help="list sheets, --from: keep videos recorded at or after this")
+    ] = None,
     until: Annotated[Optional[str], typer.Option(help="list sheets, --from: keep videos up to this date/time")] = None,
     camera: Annotated[Optional[list[str]], typer.Option(help="list sheets: keep these cameras (repeatable)")] = None,
     time_column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the date/time")] = None,
@@ -112,8 +126,12 @@ def manifest(
     overlap: OverlapOpt = False,
     mtime_fallback: MtimeOpt = False,
     probe: Annotated[bool, typer.Option(help="selection sheets: read local videos' durations for the summary")] = False,
-    dates: Annotated[str, typer.Option(
-        help="--from: --since/--until compare each file's 'modified' time or the start time in its 'name'")] = "modified",
+    dates: Annotated[
+        str,
+        typer.Option(
+            help="--from: --since/--until compare each file's 'modified' time or the start time in its 'name'"
+        ),
+    ] = "modified",
     recursive: Annotated[bool, typer.Option(help="--from: include sub-folders")] = False,
     dayfirst: DayfirstOpt = False,
     sheet_name: SheetNameOpt = None,
@@ -133,14 +151,29 @@ def manifest(
     if (sheet is None) == (from_ is None):
         raise DlcrunError("give a spreadsheet or --from FOLDER (one of them)")
     if from_ is not None:
-        sheet_only = {"--column": column, "--root": root, "--camera": camera, "--time-column": time_column,
-                      "--columns": columns, "--overlap": overlap, "--mtime-fallback": mtime_fallback,
-                      "--probe": probe, "--sheet": sheet_name}
+        sheet_only = {
+            "--column": column,
+            "--root": root,
+            "--camera": camera,
+            "--time-column": time_column,
+            "--columns": columns,
+            "--overlap": overlap,
+            "--mtime-fallback": mtime_fallback,
+            "--probe": probe,
+            "--sheet": sheet_name,
+        }
         if given := [flag for flag, value in sheet_only.items() if value]:
             raise DlcrunError(f"{', '.join(given)}: for spreadsheets, not --from")
         with err.status("listing..."):
-            found = sel.from_folder(from_, recursive=recursive, since=since, until=until, dates=dates,
-                                    pattern=settings.name_pattern, dayfirst=dayfirst)
+            found = sel.from_folder(
+                from_,
+                recursive=recursive,
+                since=since,
+                until=until,
+                dates=dates,
+                pattern=settings.name_pattern,
+                dayfirst=dayfirst,
+            )
         _warn(found.warnings)
         name = from_.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
         target = output or Path("manifests") / f"{name if name not in ('', '.', '..') else 'listing'}.txt"
@@ -154,19 +187,50 @@ def manifest(
     base = root if root is not None else settings.source
     target = output or Path("manifests") / f"{sheet.stem}.txt"
     if kind == "list":
-        sel.check_options(kind, parsed, name_pattern=name_pattern, overlap=overlap,
-                          mtime_fallback=mtime_fallback, probe=probe, dates=None if dates == "modified" else dates,
-                          recursive=recursive)
-        result = manifest_from_list(parsed, column=column, root=base, since=since, until=until,
-                                    cameras=camera or (), time_column=time_column, dayfirst=dayfirst)
+        sel.check_options(
+            kind,
+            parsed,
+            name_pattern=name_pattern,
+            overlap=overlap,
+            mtime_fallback=mtime_fallback,
+            probe=probe,
+            dates=None if dates == "modified" else dates,
+            recursive=recursive,
+        )
+        result = manifest_from_list(
+            parsed,
+            column=column,
+            root=base,
+            since=since,
+            until=until,
+            cameras=camera or (),
+            time_column=time_column,
+            dayfirst=dayfirst,
+        )
         write_manifest(target, result)
         out.print(f"{len(result.entries)} videos from {len(parsed.rows)} rows -> {target}")
         return
-    sel.check_options(kind, parsed, since=since, until=until, camera=camera, time_column=time_column,
-                      dates=None if dates == "modified" else dates, recursive=recursive)
+    sel.check_options(
+        kind,
+        parsed,
+        since=since,
+        until=until,
+        camera=camera,
+        time_column=time_column,
+        dates=None if dates == "modified" else dates,
+        recursive=recursive,
+    )
     with err.status("listing folders..."):
-        found = sel.select(parsed, root=base, columns=column_map, pattern=settings.name_pattern,
-                           dayfirst=dayfirst, overlap=overlap, mtime_fallback=mtime_fallback, probe=probe)
+        found = sel.select(
+            parsed,
+            root=base,
+            columns=column_map,
+            pattern=settings.name_pattern,
+            dayfirst=dayfirst,
+            overlap=overlap,
+            mtime_fallback=mtime_fallback,
+            probe=probe,
+        )
     _warn(found.warnings)
     write_manifest(target, found.manifest())
     _print_selection(found, probe)
@@ -190,8 +254,14 @@ def _print_selection(found: Any, probed: bool) -> None:
     table.add_column("GB", justify="right", footer=f"{found.total_bytes / 1e9:.2f}")
     for r in found.rows:
         durations = [v.duration for v in r.videos if v.duration is not None]
-        table.add_row(str(r.number), r.folder, f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}", str(len(r.videos)),
-                      _hours(sum(durations) / 3600, len(durations), len(r.videos)), f"{r.bytes / 1e9:.2f}")
+        table.add_row(
+            str(r.number),
+            r.folder,
+            f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}",
+            str(len(r.videos)),
+            _hours(sum(durations) / 3600, len(durations), len(r.videos)),
+            f"{r.bytes / 1e9:.2f}",
+        )
     out.print(table)
     if not probed:
         out.print("hours: unknown without --probe (reads local videos' headers)", style="dim")
@@ -210,8 +280,10 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="videos to draw")],
     from_: Annotated[Optional[str], typer.Option("--from", help="only videos starting on or after this date")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="only videos starting up to this date (whole day)")] = None,
-    per: Annotated[Optional[str], typer.Option(
-        help="spread evenly over this: a sheet column, 'folder', a name field (camera) or 'day'")] = None,
+    per: Annotated[
+        Optional[str],
+        typer.Option(help="spread evenly over this: a sheet column, 'folder', a name field (camera) or 'day'"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="same seed, same sample")] = 0,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
     root: RootOpt = None,
@@ -223,8 +295,10 @@ def sample(
     mtime_fallback: MtimeOpt = False,
     dayfirst: DayfirstOpt = False,
     sheet_name: SheetNameOpt = None,
-    extract_to: Annotated[Optional[Path], typer.Option(
-        help="DLC project: add the sampled videos and extract frames to label (DLC's own functions)")] = None,
+    extract_to: Annotated[
+        Optional[Path],
+        typer.Option(help="DLC project: add the sampled videos and extract frames to label (DLC's own functions)"),
+    ] = None,
     frames: Annotated[Optional[int], typer.Option(help="with --extract-to: frames per video (numframes2pick)")] = None,
     copy_videos: Annotated[bool, typer.Option(help="with --extract-to: copy local videos instead of linking")] = False,
     config: ConfigOpt = None,
@@ -239,10 +313,17 @@ def sample(
     parsed = read_sheet(sheet, sheet_name)
     since, until = sel.bounds(from_, to, dayfirst)
     with err.status("listing videos..."):
-        found = sel.gather(parsed, root=root if root is not None else settings.source, column=column,
-                           columns=sel.parse_column_map(columns), time_column=time_column,
-                           pattern=settings.name_pattern, dayfirst=dayfirst, overlap=overlap,
-                           mtime_fallback=mtime_fallback)
+        found = sel.gather(
+            parsed,
+            root=root if root is not None else settings.source,
+            column=column,
+            columns=sel.parse_column_map(columns),
+            time_column=time_column,
+            pattern=settings.name_pattern,
+            dayfirst=dayfirst,
+            overlap=overlap,
+            mtime_fallback=mtime_fallback,
+        )
     drawn = draw(found.videos, n, seed=seed, per=per, since=since, until=until)
     _warn(found.warnings + drawn.warnings)
     target = output or Path("manifests") / f"{sheet.stem}-sample.txt"
@@ -260,8 +341,10 @@ def sample(
 
         with err.status("adding the videos to the project and extracting frames..."):
             counts = extract_for_labelling(extract_to, [v.uri for v in drawn.videos], frames, copy_videos)
-        out.print(f"{sum(counts.values())} frames to label in {extract_to / 'labeled-data'} "
-                  f"({len(counts)} videos); next: deeplabcut.label_frames")
+        out.print(
+            f"{sum(counts.values())} frames to label in {extract_to / 'labeled-data'} "
+            f"({len(counts)} videos); next: deeplabcut.label_frames"
+        )
 
 
 auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
@@ -271,8 +354,12 @@ app.add_typer(auth_app, name="auth")
 @auth_app.command("dropbox")
 @friendly
 def auth_dropbox(
-    app_key: Annotated[Optional[str], typer.Option(
-        envvar="DLCRUN_DROPBOX_APP_KEY", help="your Dropbox app's key (App Console -> your app -> Settings)")] = None,
+    app_key: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="DLCRUN_DROPBOX_APP_KEY", help="your Dropbox app's key (App Console -> your app -> Settings)"
+        ),
+    ] = None,
 ) -> None:
     """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600."""
     from dlcrun.storage.dropbox import authorize
@@ -302,10 +389,12 @@ def submit(
     batch_size: Annotated[Optional[int], typer.Option(help="frames per forward pass")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 (DLC's keypoints), bf16 or fp16 (faster)")] = None,
-    decoder: Annotated[Optional[str], typer.Option(
-        help="video decoder: opencv (as DLC) or pyav (same frames, FFmpeg threads)")] = None,
-    videos_per_task: Annotated[Optional[int], typer.Option(
-        help="manifest lines per array index (one model load; next video prefetched)")] = None,
+    decoder: Annotated[
+        Optional[str], typer.Option(help="video decoder: opencv (as DLC) or pyav (same frames, FFmpeg threads)")
+    ] = None,
+    videos_per_task: Annotated[
+        Optional[int], typer.Option(help="manifest lines per array index (one model load; next video prefetched)")
+    ] = None,
     stride: Annotated[Optional[int], typer.Option(help="analyse one frame in N")] = None,
     every: Annotated[Optional[str], typer.Option(help="analyse one frame every DURATION, e.g. 10s")] = None,
     csv: Annotated[Optional[bool], typer.Option("--csv/--no-csv", help="also write DLC's .csv")] = None,
@@ -368,7 +457,11 @@ def submit(
 
 def _array_text(run: Any, sub: Any) -> str:
     size = run.array_size(len(sub.indices))
-    return str(size) if size == len(sub.indices) else f"{size} ({len(sub.indices)} videos, {run.videos_per_task} per index)"
+    return (
+        str(size)
+        if size == len(sub.indices)
+        else f"{size} ({len(sub.indices)} videos, {run.videos_per_task} per index)"
+    )
 
 
 def _print_plans(plans: list[Any]) -> None:
@@ -391,8 +484,11 @@ def _follow(run: Any) -> None:
         while True:
             current = batch.status(run)
             c = current.counts
-            progress.update(bar, completed=c["done"] + c["failed"] + c["interrupted"] + c["lost"],
-                            description=f"done {c['done']} failed {c['failed'] + c['interrupted'] + c['lost']}")
+            progress.update(
+                bar,
+                completed=c["done"] + c["failed"] + c["interrupted"] + c["lost"],
+                description=f"done {c['done']} failed {c['failed'] + c['interrupted'] + c['lost']}",
+            )
             if current.finished:
                 break
             time.sleep(1.0)
@@ -437,8 +533,12 @@ def _print_status(current: Any) -> None:
 
 @app.command()
 @friendly
-def resubmit(run: RunArg = None, runs_dir: RunsDirOpt = None, config: ConfigOpt = None,
-             wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait")] = None) -> None:
+def resubmit(
+    run: RunArg = None,
+    runs_dir: RunsDirOpt = None,
+    config: ConfigOpt = None,
+    wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait")] = None,
+) -> None:
     """Submit a new array of only the indices that are not done (failed, interrupted, lost)."""
     from dlcrun import batch
 
@@ -468,10 +568,18 @@ def task(
     run: Annotated[Path, typer.Option(help="run directory")],
     index: Annotated[Optional[int], typer.Option(help="manifest index (0-based)")] = None,
     submission: Annotated[Optional[int], typer.Option(help="submission number, with --array-index")] = None,
-    array_index: Annotated[Optional[int], typer.Option(
-        envvar=["SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID"], help="array index in that submission")] = None,
-    array_offset: Annotated[int, typer.Option(
-        envvar="DLCRUN_ARRAY_OFFSET", help="added to the array index (a submission split into several arrays)")] = 0,
+    array_index: Annotated[
+        Optional[int],
+        typer.Option(
+            envvar=["SLURM_ARRAY_TASK_ID", "PBS_ARRAY_INDEX", "PBS_ARRAYID"], help="array index in that submission"
+        ),
+    ] = None,
+    array_offset: Annotated[
+        int,
+        typer.Option(
+            envvar="DLCRUN_ARRAY_OFFSET", help="added to the array index (a submission split into several arrays)"
+        ),
+    ] = 0,
 ) -> None:
     """What one array index runs: stage in, infer, verify, stage out, record (per video)."""
     from dlcrun.ledger import Run
@@ -505,19 +613,30 @@ def train(
     project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
     shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="epochs to train (default: the shuffle's config)")] = None,
-    iterations: Annotated[Optional[int], typer.Option(
-        help="TensorFlow-engine (DLC 2.x) shuffles: training iterations (DLC's maxiters; default from --epochs)")] = None,
-    weights: Annotated[Optional[Path], typer.Option(
-        help="snapshot (.pt, or a TensorFlow checkpoint prefix) to start from (default: the shuffle's newest; "
-        "random weights when none)")] = None,
+    iterations: Annotated[
+        Optional[int],
+        typer.Option(
+            help="TensorFlow-engine (DLC 2.x) shuffles: training iterations (DLC's maxiters; default from --epochs)"
+        ),
+    ] = None,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="snapshot (.pt, or a TensorFlow checkpoint prefix) to start from (default: the shuffle's newest; "
+            "random weights when none)"
+        ),
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="images per training batch")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
-    evaluate: Annotated[bool, typer.Option(
-        help="evaluate the new snapshot and select the best for later batches")] = True,
+    evaluate: Annotated[
+        bool, typer.Option(help="evaluate the new snapshot and select the best for later batches")
+    ] = True,
     runs_dir: RunsDirOpt = None,
-    wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="wait for the snapshot (local default)")] = None,
+    wait: Annotated[
+        Optional[bool], typer.Option("--wait/--no-wait", help="wait for the snapshot (local default)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train the project's network as one scheduler job (offline); logs go in a training directory."""
@@ -525,7 +644,12 @@ def train(
     from dlcrun.training import result, start_training
 
     settings = load_settings(
-        config, project=project, shuffle=shuffle, batch_size=batch_size, device=device, scheduler=scheduler,
+        config,
+        project=project,
+        shuffle=shuffle,
+        batch_size=batch_size,
+        device=device,
+        scheduler=scheduler,
         runs_dir=runs_dir,
     )
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
@@ -564,8 +688,10 @@ def train_task(workdir: Annotated[Path, typer.Option(help="training directory (h
 @friendly
 def doctor(
     scratch: Annotated[Optional[Path], typer.Option(help="scratch to check (default: settings, then $TMPDIR)")] = None,
-    gpu: Annotated[Optional[bool], typer.Option(
-        "--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)")] = None,
+    gpu: Annotated[
+        Optional[bool],
+        typer.Option("--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)"),
+    ] = None,
     min_free: Annotated[float, typer.Option(help="GB that scratch must have free")] = 1.0,
     timeout: Annotated[float, typer.Option(help="seconds to wait for Dropbox")] = 3.0,
     config: ConfigOpt = None,
@@ -649,8 +775,16 @@ def models(
         table.add_column(col, no_wrap=col in ("snapshot", "engine"))
     for m in found:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        table.add_row(str(m.shuffle), f"{m.train_fraction:.0%}", m.snapshot, str(m.epochs or "-"),
-                      fmt(m.train_rmse), fmt(m.test_rmse), m.engine, "yes" if m.selected else "")
+        table.add_row(
+            str(m.shuffle),
+            f"{m.train_fraction:.0%}",
+            m.snapshot,
+            str(m.epochs or "-"),
+            fmt(m.train_rmse),
+            fmt(m.test_rmse),
+            m.engine,
+            "yes" if m.selected else "",
+        )
     out.print(table)
 
 

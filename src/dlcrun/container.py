@@ -93,9 +93,7 @@ def exec_prefix(run: Run) -> list[str]:
     return image_prefix(settings.image, bind_paths(run), settings.scratch, settings.device)
 
 
-def image_prefix(
-    image: str | None, binds: list[str], scratch: Path | None = None, device: str = "auto"
-) -> list[str]:
+def image_prefix(image: str | None, binds: list[str], scratch: Path | None = None, device: str = "auto") -> list[str]:
     """The words that run a command inside ``image`` with ``binds`` (training jobs use it too).
 
     Empty without an image or when already inside it. ``binds`` are reduced to existing,

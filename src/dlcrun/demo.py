@@ -30,7 +30,9 @@ def draw_frame(width: int, height: int, t: float) -> tuple[Any, list[tuple[float
     return frame, [snout, tail]
 
 
-def write_video(path: Path, frames: int = 20, size: tuple[int, int] = (128, 96), fps: int = 10, phase: float = 0.0) -> Path:
+def write_video(
+    path: Path, frames: int = 20, size: tuple[int, int] = (128, 96), fps: int = 10, phase: float = 0.0
+) -> Path:
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)

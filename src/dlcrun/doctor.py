@@ -75,7 +75,8 @@ def check_image(settings: Settings) -> Check:
     if info is not None:
         runtime = container_runtime() or "a container"
         return Check(
-            "image", "ok",
+            "image",
+            "ok",
             f"inside the dlcrun image ({info.engine}, {info.variant} build, Python {info.python}, "
             f"built {info.built}) under {runtime}",
         )
@@ -109,13 +110,15 @@ def check_gpu(torch: Any, required: bool) -> list[Check]:
     else:
         gpu = Check("gpu", missing, "none visible" + _no_gpu_hint(driver))
     cuda = Check(
-        "cuda", "ok" if built_for else "note",
+        "cuda",
+        "ok" if built_for else "note",
         (f"{built_for} (torch build)" if built_for else "none (CPU build)")
         + (f"; driver {driver}" if driver else "; no NVIDIA driver found"),
     )
     cudnn_version = torch.backends.cudnn.version() if built_for else None
     cudnn = Check(
-        "cudnn", "ok" if cudnn_version else missing if built_for else "note",
+        "cudnn",
+        "ok" if cudnn_version else missing if built_for else "note",
         _cudnn_text(cudnn_version) if cudnn_version else "not available",
     )
     return [gpu, cuda, cudnn]
@@ -168,12 +171,15 @@ def check_dropbox(settings: Settings, endpoint: tuple[str, int] | None, timeout:
             pass
     except OSError as exc:
         return Check(
-            "dropbox", "fail",
+            "dropbox",
+            "fail",
             f"{host}:{port}{via} unreachable within {timeout:g} s ({exc.strerror or exc}); "
             "compute nodes often have no internet: ask for an HTTPS proxy or stage videos elsewhere",
         )
     took = (time.monotonic() - start) * 1000
-    return Check("dropbox", "ok", f"{host}:{port}{via} reachable ({took:.0f} ms); credentials from {credentials.source}")
+    return Check(
+        "dropbox", "ok", f"{host}:{port}{via} reachable ({took:.0f} ms); credentials from {credentials.source}"
+    )
 
 
 def _import(module: str, quiet: bool = False) -> tuple[Any, Check]:
@@ -194,7 +200,10 @@ def _nvidia_driver() -> str:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""

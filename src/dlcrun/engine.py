@@ -154,8 +154,7 @@ class Engine:
 
     # -- the pipeline ---------------------------------------------------------------------
 
-    def run(self, stream: VideoStream, stride: int, sink: Sink,
-            progress: Callable[[int], None] | None = None) -> int:
+    def run(self, stream: VideoStream, stride: int, sink: Sink, progress: Callable[[int], None] | None = None) -> int:
         """Analyse every ``stride``-th frame of ``stream``; ``sink(frames, predictions)`` gets each
         batch's DLC post-processed predictions in frame order. Returns frames analysed."""
         ready: queue.Queue[Any] = queue.Queue()
@@ -173,8 +172,14 @@ class Engine:
             stop.set()
             producer.join(timeout=10)
 
-    def _run_here(self, ready: queue.Queue[Any], state: dict[str, Any], producer: threading.Thread,
-                  sink: Sink, progress: Callable[[int], None] | None) -> int:
+    def _run_here(
+        self,
+        ready: queue.Queue[Any],
+        state: dict[str, Any],
+        producer: threading.Thread,
+        sink: Sink,
+        progress: Callable[[int], None] | None,
+    ) -> int:
         """One model stream (GPU, or CPU with one worker): batch k is post-processed while the
         device computes batch k+1."""
         analysed = 0
@@ -195,8 +200,15 @@ class Engine:
             analysed += self._finish(*pending, sink)
         return analysed
 
-    def _run_workers(self, ready: queue.Queue[Any], stop: threading.Event, state: dict[str, Any],
-                     producer: threading.Thread, sink: Sink, progress: Callable[[int], None] | None) -> int:
+    def _run_workers(
+        self,
+        ready: queue.Queue[Any],
+        stop: threading.Event,
+        state: dict[str, Any],
+        producer: threading.Thread,
+        sink: Sink,
+        progress: Callable[[int], None] | None,
+    ) -> int:
         """CPU throughput mode: ``workers`` threads, each running whole batches single-threaded
         (``threads // workers`` torch threads). On a few cores this beats one forward pass
         split over all of them, which waits at every op for its slowest thread; the arithmetic
@@ -204,8 +216,9 @@ class Engine:
         results: queue.Queue[Any] = queue.Queue()
         threads = max(1, torch.get_num_threads() // self.workers)
         workers = [
-            threading.Thread(target=self._work, args=(ready, results, stop, state, threads), daemon=True,
-                             name=f"dlcrun-model-{i}")
+            threading.Thread(
+                target=self._work, args=(ready, results, stop, state, threads), daemon=True, name=f"dlcrun-model-{i}"
+            )
             for i in range(self.workers)
         ]
         for worker in workers:
@@ -241,8 +254,14 @@ class Engine:
             for worker in workers:
                 worker.join(timeout=30)
 
-    def _work(self, ready: queue.Queue[Any], results: queue.Queue[Any], stop: threading.Event,
-              state: dict[str, Any], threads: int) -> None:
+    def _work(
+        self,
+        ready: queue.Queue[Any],
+        results: queue.Queue[Any],
+        stop: threading.Event,
+        state: dict[str, Any],
+        threads: int,
+    ) -> None:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)  # this thread's OpenMP team only
         try:
@@ -270,8 +289,9 @@ class Engine:
                 if not producer.is_alive() and ready.empty():
                     raise InferenceError("the decoder thread stopped without a result") from None
 
-    def _produce(self, stream: VideoStream, stride: int, ready: queue.Queue[Any], stop: threading.Event,
-                 state: dict[str, Any]) -> None:
+    def _produce(
+        self, stream: VideoStream, stride: int, ready: queue.Queue[Any], stop: threading.Event, state: dict[str, Any]
+    ) -> None:
         try:
             frames: list[int] = []
             contexts: list[dict[str, Any]] = []
@@ -284,7 +304,9 @@ class Engine:
                 if pool is None:
                     fast, first, shared = self._fast_path(rgb)
                     shape = (self.batch_size, *rgb.shape) if fast else (self.batch_size, *first.shape)
-                    pool = BufferPool(self.slots + self.workers - 1, shape, torch.uint8 if fast else torch.float32, pin=self.cuda)
+                    pool = BufferPool(
+                        self.slots + self.workers - 1, shape, torch.uint8 if fast else torch.float32, pin=self.cuda
+                    )
                     state.update(pool=pool, fast=fast)
                     log.debug("pre-processing %s", "tabulated (uint8 to the device)" if fast else "per frame (DLC)")
                 if slot is None:
@@ -392,4 +414,3 @@ class RateLog:
         if now - self.last >= self.every:
             self.last = now
             log.info("%s: %d/%d frames, %.1f frames/s", self.name, count, self.total, count / (now - self.start))
-

@@ -229,8 +229,14 @@ class Sampling:
 FULL = Sampling()
 
 
-def open_analyzer(spec: ModelSpec, batch_size: int | None = None, device: str = "auto", threads: int | None = None,
-                  precision: str = "fp32", decoder: str = "opencv") -> Analyzer:
+def open_analyzer(
+    spec: ModelSpec,
+    batch_size: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
+    decoder: str = "opencv",
+) -> Analyzer:
     """The loaded model for ``spec``'s engine (PyTorch here; TensorFlow in legacy_tf.py)."""
     if spec.engine == TENSORFLOW:
         from dlcrun.legacy_tf import TFAnalyzer
@@ -303,7 +309,9 @@ class Analyzer:
     def _run(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
         return self.engine.run(stream, stride, sink, progress)
 
-    def _metadata(self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int) -> dict[str, Any]:
+    def _metadata(
+        self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int
+    ) -> dict[str, Any]:
         """DLC's ``_meta.pickle`` content, as its PyTorch analyze_videos writes it."""
         from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
 
@@ -345,7 +353,10 @@ class Analyzer:
         out_dir.mkdir(parents=True, exist_ok=True)
         h5 = out_dir / f"{prefix}.h5"
         table = KeypointTable(
-            h5, self.spec.scorer, self.spec.bodyparts, self.n_individuals,
+            h5,
+            self.spec.scorer,
+            self.spec.bodyparts,
+            self.n_individuals,
             expected_rows=-(-info.header_frames // stride) if info.header_frames > 0 else None,
         )
         start = time.time()
@@ -383,7 +394,11 @@ class Analyzer:
         if save_csv:
             files.append(write_csv(h5))
         return Analysis(
-            files=files, frames=decoded, header_frames=info.header_frames, seconds=stop - start, rows=rows,
+            files=files,
+            frames=decoded,
+            header_frames=info.header_frames,
+            seconds=stop - start,
+            rows=rows,
             stride=stride,
         )
 
@@ -404,8 +419,15 @@ class KeypointTable:
     """DLC's keypoint .h5 (key ``df_with_missing``, table format, (scorer, bodyparts, coords)
     columns), appended in chunks so that a month-long video costs no more RAM than a minute."""
 
-    def __init__(self, path: Path, scorer: str, bodyparts: list[str], n_individuals: int,
-                 expected_rows: int | None = None, chunk: int = 4096):
+    def __init__(
+        self,
+        path: Path,
+        scorer: str,
+        bodyparts: list[str],
+        n_individuals: int,
+        expected_rows: int | None = None,
+        chunk: int = 4096,
+    ):
         import pandas as pd
 
         self.path = path

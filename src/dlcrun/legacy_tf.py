@@ -73,8 +73,11 @@ def model_folder(project: Path, cfg: dict[str, Any], shuffle: int, trainingsetin
 
 def snapshots(train_folder: Path) -> list[str]:
     """``snapshot-N`` names (checkpoint prefixes) by increasing iteration."""
-    found = [(int(m.group(1)), m.group(0)) for p in Path(train_folder).glob("snapshot-*.index")
-             if (m := _SNAPSHOT.match(p.stem))]
+    found = [
+        (int(m.group(1)), m.group(0))
+        for p in Path(train_folder).glob("snapshot-*.index")
+        if (m := _SNAPSHOT.match(p.stem))
+    ]
     return [name for _, name in sorted(found)]
 
 
@@ -144,8 +147,15 @@ def _pick(names: list[str], wanted: str | int) -> str | None:
 class TFAnalyzer(Analyzer):
     """A DLC 2.x network in a TensorFlow session, reused across the videos of one array index."""
 
-    def __init__(self, spec: ModelSpec, batch_size: int | None = None, device: str = "auto",
-                 threads: int | None = None, precision: str = "fp32", decoder: str = "opencv"):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+        decoder: str = "opencv",
+    ):
         if precision != "fp32":
             raise ConfigError(f"precision {precision}: TensorFlow-engine models run in fp32 only")
         if device.startswith("cuda") and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
@@ -214,7 +224,9 @@ class TFAnalyzer(Analyzer):
             flush()
         return rows
 
-    def _metadata(self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int) -> dict[str, Any]:
+    def _metadata(
+        self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int
+    ) -> dict[str, Any]:
         """The ``_meta.pickle`` DLC's TensorFlow ``AnalyzeVideo`` writes."""
         cfg = self._cfg
         return {
@@ -248,7 +260,9 @@ def random_init(dlc_cfg: dict[str, Any], prefix: Path) -> Path:
 
     scope = next((s for key, s in _BACKBONE_SCOPES.items() if str(dlc_cfg["net_type"]).startswith(key)), None)
     if scope is None:
-        raise ConfigError(f"net_type {dlc_cfg['net_type']}: dlcrun makes random initial weights for ResNets only; pass --weights")
+        raise ConfigError(
+            f"net_type {dlc_cfg['net_type']}: dlcrun makes random initial weights for ResNets only; pass --weights"
+        )
     graph = tf.Graph()
     with graph.as_default():
         inputs = tf.compat.v1.placeholder(tf.float32, shape=[1, None, None, 3])
@@ -268,8 +282,17 @@ def _checkpoint_exists(prefix: str | Path) -> bool:
     return Path(f"{prefix}.index").is_file()
 
 
-def train_tf(project: Path, shuffle: int, trainingsetindex: int, epochs: int | None, batch_size: int | None,
-             device: str, weights: Path | None, workdir: Path | None, iterations: int | None = None) -> Path:
+def train_tf(
+    project: Path,
+    shuffle: int,
+    trainingsetindex: int,
+    epochs: int | None,
+    batch_size: int | None,
+    device: str,
+    weights: Path | None,
+    workdir: Path | None,
+    iterations: int | None = None,
+) -> Path:
     """Train a TensorFlow-engine shuffle with DLC; return the newest ``train/snapshot-N`` prefix.
 
     ``iterations`` is DLC's ``maxiters``; without it ``epochs`` becomes one (epochs x training
@@ -310,12 +333,18 @@ def train_tf(project: Path, shuffle: int, trainingsetindex: int, epochs: int | N
         maxiters = max(1, math.ceil(epochs * _training_images(project, cfg, shuffle, trainingsetindex) / batch))
     before = time.time()
     deeplabcut.train_network(
-        str(Path(project) / "config.yaml"), shuffle=shuffle, trainingsetindex=trainingsetindex,
-        maxiters=maxiters, saveiters=maxiters, displayiters=max(1, (maxiters or 1000) // 10),
-        allow_growth=True, engine=Engine.TF,
+        str(Path(project) / "config.yaml"),
+        shuffle=shuffle,
+        trainingsetindex=trainingsetindex,
+        maxiters=maxiters,
+        saveiters=maxiters,
+        displayiters=max(1, (maxiters or 1000) // 10),
+        allow_growth=True,
+        engine=Engine.TF,
     )
-    written = [n for n in snapshots(folder / "train")
-               if (folder / "train" / f"{n}.index").stat().st_mtime >= before - 1]
+    written = [
+        n for n in snapshots(folder / "train") if (folder / "train" / f"{n}.index").stat().st_mtime >= before - 1
+    ]
     if not written:
         raise DlcrunError(f"{folder / 'train'}: training ended without writing a snapshot")
     return folder / "train" / written[-1]
@@ -354,6 +383,10 @@ def evaluate(project: Path, shuffle: int, trainingsetindex: int, snapshot: Path)
     from deeplabcut.core.engine import Engine
 
     deeplabcut.evaluate_network(
-        str(Path(project) / "config.yaml"), shuffles=[shuffle], trainingsetindex=trainingsetindex,
-        snapshots_to_evaluate=[Path(snapshot).name], show_errors=False, engine=Engine.TF,
+        str(Path(project) / "config.yaml"),
+        shuffles=[shuffle],
+        trainingsetindex=trainingsetindex,
+        snapshots_to_evaluate=[Path(snapshot).name],
+        show_errors=False,
+        engine=Engine.TF,
     )

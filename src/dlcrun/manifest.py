@@ -257,5 +257,5 @@ def output_folders(entries: Iterable[str]) -> list[str]:
 
 def _path_part(entry: str) -> str:
     if scheme_of(entry) == "file":
-        return entry[len("file://"):] if entry.startswith("file://") else entry
+        return entry[len("file://") :] if entry.startswith("file://") else entry
     return entry.split(":", 1)[1]

@@ -178,10 +178,22 @@ def list_models(project: Path) -> list[ModelInfo]:
     iteration = f"iteration-{cfg.get('iteration', 0)}"
     out: list[ModelInfo] = []
     for engine, models, results, pattern, count, rmse in (
-        ("pytorch", "dlc-models-pytorch", "evaluation-results-pytorch", "snapshot-*.pt", "Training epochs",
-         ("train rmse", "test rmse")),
-        ("tensorflow", "dlc-models", "evaluation-results", "snapshot-*.index", "Training iterations:",
-         (" Train error(px)", " Test error(px)")),
+        (
+            "pytorch",
+            "dlc-models-pytorch",
+            "evaluation-results-pytorch",
+            "snapshot-*.pt",
+            "Training epochs",
+            ("train rmse", "test rmse"),
+        ),
+        (
+            "tensorflow",
+            "dlc-models",
+            "evaluation-results",
+            "snapshot-*.index",
+            "Training iterations:",
+            (" Train error(px)", " Test error(px)"),
+        ),
     ):
         scores = _scores(project / results / iteration / "CombinedEvaluation-results.csv", count)
         for folder in sorted((project / models / iteration).glob("*shuffle*")):

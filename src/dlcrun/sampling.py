@@ -101,7 +101,8 @@ def draw(
                 f"and were left out of the --from/--to window: {', '.join(v.uri for v in undated[:3])}"
             )
         pool = [
-            v for v in pool
+            v
+            for v in pool
             if v.start is not None and (since is None or v.start >= since) and (until is None or v.start <= until)
         ]
     groups: dict[str, list[Video]] = {}

@@ -44,9 +44,23 @@ SheetKind = Literal["list", "selection"]
 
 _CONFLICTED = re.compile(r"\s\(\d+\)$|\((?:[^()]*\s)?(?:conflicted copy|case conflict)[^()]*\)", re.IGNORECASE)
 _STRFTIME = {
-    "Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,2}", "I": r"\d{1,2}",
-    "M": r"\d{1,2}", "S": r"\d{1,2}", "f": r"\d{1,6}", "j": r"\d{1,3}", "p": r"[AaPp][Mm]",
-    "b": r"[A-Za-z]{3}", "h": r"[A-Za-z]{3}", "B": r"[A-Za-z]+", "a": r"[A-Za-z]{3}", "A": r"[A-Za-z]+", "%": "%",
+    "Y": r"\d{4}",
+    "y": r"\d{2}",
+    "m": r"\d{1,2}",
+    "d": r"\d{1,2}",
+    "H": r"\d{1,2}",
+    "I": r"\d{1,2}",
+    "M": r"\d{1,2}",
+    "S": r"\d{1,2}",
+    "f": r"\d{1,6}",
+    "j": r"\d{1,3}",
+    "p": r"[AaPp][Mm]",
+    "b": r"[A-Za-z]{3}",
+    "h": r"[A-Za-z]{3}",
+    "B": r"[A-Za-z]+",
+    "a": r"[A-Za-z]{3}",
+    "A": r"[A-Za-z]+",
+    "%": "%",
 }
 
 
@@ -128,7 +142,7 @@ class NamePattern:
         parts, time_format, names = [], None, set()
         pos = 0
         for m in re.finditer(r"\{\{|\}\}|\{([^{}]*)\}|[{}]", text):
-            parts.append(re.escape(text[pos:m.start()]))
+            parts.append(re.escape(text[pos : m.start()]))
             pos = m.end()
             token = m.group(0)
             if token in ("{{", "}}"):
@@ -420,8 +434,15 @@ def select(
         extra = [before[-1]] if overlap and before else []
         cells = {c: _cell_text(v) for c, v in row.cells.items()}
         row_videos = [
-            Video(uri=obj.uri, start=start, row=row.number, size=obj.size, timed_by=timed_by,
-                  fields={**named, "folder": folder, **cells}, before_window=bool(extra) and i == 0)
+            Video(
+                uri=obj.uri,
+                start=start,
+                row=row.number,
+                size=obj.size,
+                timed_by=timed_by,
+                fields={**named, "folder": folder, **cells},
+                before_window=bool(extra) and i == 0,
+            )
             for i, (start, obj, named, timed_by) in enumerate(extra + picked)
         ]
         results.append(RowResult(row.number, folder, lo, hi, row_videos))
@@ -621,8 +642,15 @@ def gather(
     kind = sheet_kind(sheet, column, columns)
     if kind == "selection":
         check_options(kind, sheet, column=column, time_column=time_column)
-        return select(sheet, root=root, columns=columns, pattern=pattern, dayfirst=dayfirst,
-                      overlap=overlap, mtime_fallback=mtime_fallback)
+        return select(
+            sheet,
+            root=root,
+            columns=columns,
+            pattern=pattern,
+            dayfirst=dayfirst,
+            overlap=overlap,
+            mtime_fallback=mtime_fallback,
+        )
     check_options(kind, sheet, overlap=overlap, mtime_fallback=mtime_fallback)
     return from_list(sheet, column=column, root=root, time_column=time_column, pattern=pattern, dayfirst=dayfirst)
 

@@ -157,9 +157,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     given = {k: v for k, v in overrides.items() if v is not None}
     cls: type[Settings] = Settings
     if path is not None:
-        cls = type(
-            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
-        )
+        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
     try:
         loaded = cls(**given)
     except ValidationError as exc:

@@ -174,8 +174,9 @@ class _Pipeline:
             raise
         return [records[i] for i in indices]
 
-    def _start_next(self, queue: list[int], records: dict[int, Record], jobs: list[_Job],
-                    after: _Job | None = None) -> tuple[_Job, Future[_Staged]] | None:
+    def _start_next(
+        self, queue: list[int], records: dict[int, Record], jobs: list[_Job], after: _Job | None = None
+    ) -> tuple[_Job, Future[_Staged]] | None:
         """Open the record of the next index that needs work and start its download."""
         while queue:
             index = queue.pop(0)
@@ -194,8 +195,16 @@ class _Pipeline:
         try:
             plan = Plan(run, index)
         except DlcrunError as exc:
-            record = Record(index=index, video="", state="failed", error=_one_line(str(exc)), started=now(),
-                            finished=now(), job_id=job_id_from_environment(), host=socket.gethostname())
+            record = Record(
+                index=index,
+                video="",
+                state="failed",
+                error=_one_line(str(exc)),
+                started=now(),
+                finished=now(),
+                job_id=job_id_from_environment(),
+                host=socket.gethostname(),
+            )
             if 0 <= index < len(run):
                 record.video = run.manifest.entries[index]
                 run.write_record(record)
@@ -255,8 +264,12 @@ class _Pipeline:
             clock = time.monotonic()
             try:
                 self.analyzer = open_analyzer(
-                    ModelSpec.from_dict(self.run_.model), settings.batch_size, settings.device, settings.threads,
-                    precision=settings.precision, decoder=settings.decoder,
+                    ModelSpec.from_dict(self.run_.model),
+                    settings.batch_size,
+                    settings.device,
+                    settings.threads,
+                    precision=settings.precision,
+                    decoder=settings.decoder,
                 )
             except DlcrunError as exc:
                 self._load_error = exc

@@ -59,7 +59,10 @@ class Training:
 
 
 def start_training(
-    settings: Settings, epochs: int | None = None, weights: Path | None = None, evaluate: bool = True,
+    settings: Settings,
+    epochs: int | None = None,
+    weights: Path | None = None,
+    evaluate: bool = True,
     iterations: int | None = None,
 ) -> Training:
     """Create a training directory and submit its job to ``settings.scheduler``."""

@@ -19,7 +19,9 @@ class OpenCVStream:
             raise InferenceError(f"{path}: no such video file")
         self._cap = cv2.VideoCapture(str(path))
         if not self._cap.isOpened():
-            raise InferenceError(f"{Path(path).name}: cannot open as video (OpenCV); the file is corrupt or not a video")
+            raise InferenceError(
+                f"{Path(path).name}: cannot open as video (OpenCV); the file is corrupt or not a video"
+            )
         width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self._box = _dlc_bbox(crop, width, height)

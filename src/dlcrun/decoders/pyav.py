@@ -69,7 +69,10 @@ class PyAVStream:
         self._box = _dlc_bbox(crop, width, height)
         fps = _fps(self._stream)
         self.info = VideoInfo(
-            fps=round(fps, 2), width=width, height=height, header_frames=_header_frames(self._container, self._stream, fps)
+            fps=round(fps, 2),
+            width=width,
+            height=height,
+            header_frames=_header_frames(self._container, self._stream, fps),
         )
 
     @property
@@ -87,7 +90,10 @@ class PyAVStream:
             if number % stride:
                 continue
             rgb = self._rgb.reformat(
-                frame, format="rgb24", interpolation="BICUBIC", threads=self._threads  # OpenCV's swscale flags
+                frame,
+                format="rgb24",
+                interpolation="BICUBIC",
+                threads=self._threads,  # OpenCV's swscale flags
             ).to_ndarray()
             if self._quarter_turns:
                 rgb = np.rot90(rgb, self._quarter_turns)  # counter-clockwise, as OpenCV's auto-orientation

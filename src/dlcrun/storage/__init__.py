@@ -105,6 +105,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def _load_backends() -> None:
     # Importing a backend module registers it; optional SDKs are imported lazily inside them.
     from dlcrun.storage import local  # noqa: F401
+
     try:
         from dlcrun.storage import dropbox  # noqa: F401
     except ImportError:  # the backend arrives with its own issue

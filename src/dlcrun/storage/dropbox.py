@@ -144,7 +144,8 @@ def load_credentials() -> Credentials:
     if env.get(ENV_ACCESS_TOKEN):
         log.warning(
             "%s is a short-lived Dropbox token (hours): tasks that start after it expires will fail; "
-            "run `dlcrun auth dropbox` for a refresh token", ENV_ACCESS_TOKEN,
+            "run `dlcrun auth dropbox` for a refresh token",
+            ENV_ACCESS_TOKEN,
         )
         return Credentials(env.get(ENV_APP_KEY, ""), access_token=env[ENV_ACCESS_TOKEN], source=ENV_ACCESS_TOKEN)
     path = token_path()
@@ -384,9 +385,7 @@ class DropboxStorage:
             page = self._retrying(uri, "list", lambda: self.client.files_list_folder(path, recursive=recursive))
             while True:
                 found += [
-                    self._stored(e)
-                    for e in page.entries
-                    if isinstance(e, FileMetadata) and not e.name.startswith(".")
+                    self._stored(e) for e in page.entries if isinstance(e, FileMetadata) and not e.name.startswith(".")
                 ]
                 if not page.has_more:
                     break
@@ -508,8 +507,11 @@ class DropboxStorage:
         with open(local, "rb") as fh:
             if size <= self.chunk_size:
                 data = fh.read()
-                return self._retrying(uri, "upload", lambda: self.client.files_upload(
-                    data, tmp, mode=WriteMode.overwrite, autorename=False, mute=True))
+                return self._retrying(
+                    uri,
+                    "upload",
+                    lambda: self.client.files_upload(data, tmp, mode=WriteMode.overwrite, autorename=False, mute=True),
+                )
             first = fh.read(self.chunk_size)
             session = self._retrying(uri, "upload", lambda: self.client.files_upload_session_start(first)).session_id
             offset = len(first)
