@@ -50,11 +50,34 @@ def test_engine_is_read_from_the_model_folders_without_writing(tmp_path: Path) -
     )
 
 
-@pytest.mark.skipif(HAVE_TF, reason="checks the message a venv without TensorFlow gives")
-def test_without_tensorflow_a_tf_shuffle_is_refused_with_where_to_run_it(tmp_path: Path) -> None:
+def test_a_tf_snapshot_is_pinned_without_tensorflow_and_runs_only_where_tensorflow_is(tmp_path: Path) -> None:
+    """A login node with the PyTorch install pins a TF snapshot (DLC's scorer name, no TensorFlow
+    import); the run is refused unless this environment or the run's image can run it."""
+    from dlcrun import batch
+    from dlcrun.demo import write_video
+    from dlcrun.manifest import Manifest, write_manifest
+    from dlcrun.settings import load_settings
+
     project = _fake_tf_shuffle(tmp_path / "octo")
-    with pytest.raises(ConfigError, match=r"TensorFlow-engine .*TensorFlow is not importable.*ENGINE=tensorflow"):
-        pin_model(project)
+    train = next(project.glob("dlc-models/iteration-0/*/train"))
+    for n in (500, 1500):
+        (train / f"snapshot-{n}.index").write_bytes(b"")
+    spec = pin_model(project)
+    assert spec.engine == TENSORFLOW and Path(spec.snapshot) == train / "snapshot-1500"
+    assert spec.scorer == "DLC_resnet50_octoOct1shuffle1_1500" and spec.bodyparts == ["a", "b"]
+    assert Path(pin_model(project, snapshot="0").snapshot).name == "snapshot-500"
+
+    video = write_video(tmp_path / "videos" / "v.mp4", frames=3)
+    manifest = write_manifest(tmp_path / "m.txt", Manifest(entries=[str(video)]))
+    settings = load_settings(None, project=project, dest=str(tmp_path / "k"), runs_dir=tmp_path / "runs")
+    if HAVE_TF:
+        assert batch.start_run(manifest, settings)[0].model["engine"] == TENSORFLOW
+        return
+    with pytest.raises(ConfigError, match=r"TensorFlow-engine .*ENGINE=tensorflow.*--image"):
+        batch.start_run(manifest, settings)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "nothing half-made"
+    run, _ = batch.start_run(manifest, settings.model_copy(update={"image": str(tmp_path / "dlc-tf.sif")}))
+    assert run.model["engine"] == TENSORFLOW, "the image runs it"
 
 
 def _offline_imagenet_weights() -> None:

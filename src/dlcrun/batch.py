@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcrun.errors import ConfigError, StorageError
-from dlcrun.inference import pin_model
+from dlcrun.inference import TENSORFLOW, pin_model, tensorflow_available
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
 from dlcrun.schedulers import JobPlan, scheduler_for
@@ -70,6 +70,12 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
     settings = _absolute(settings)
     preflight = check_sources(manifest) if check else None
     spec = pin_model(settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
+    if spec.engine == TENSORFLOW and settings.image is None and not tensorflow_available():
+        raise ConfigError(
+            f"{settings.project}: shuffle {settings.shuffle} is a TensorFlow-engine (DLC 2.x) model and neither this "
+            "environment nor an image has TensorFlow: build the TensorFlow image (make image ENGINE=tensorflow) and "
+            "pass --image, or run from .venv-tf (make install-tf)"
+        )
     run = Run.create(settings.runs_dir, settings, manifest, spec.to_dict(), name=Path(manifest_path).stem)
     return run, preflight
 

@@ -143,6 +143,13 @@ def shuffle_engine(project: Path, shuffle: int = 1, trainingsetindex: int = 0) -
     return PYTORCH  # DLC 3's default; the PyTorch loader then says what is missing
 
 
+def tensorflow_available() -> bool:
+    """Whether TensorFlow-engine shuffles can run in this environment (no import: it takes seconds)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapshot: str | None = None) -> ModelSpec:
     """Resolve which snapshot a run uses, once, on the submit host."""
     project = Path(project).expanduser().resolve()

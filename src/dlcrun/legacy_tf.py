@@ -89,11 +89,14 @@ def iterations(snapshot: str | Path) -> int:
 
 
 def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
-    """The TensorFlow counterpart of ``inference.pin_model``: one snapshot, its scorer, frozen."""
-    _tensorflow()
+    """The TensorFlow counterpart of ``inference.pin_model``: one snapshot, its scorer, frozen.
+
+    Needs no TensorFlow: a login node with the PyTorch install pins the snapshot, and the array
+    runs in the TensorFlow image (``batch.start_run`` checks that one of the two has TensorFlow).
+    """
     from deeplabcut.core.engine import Engine
-    from deeplabcut.pose_estimation_tensorflow.config import load_config
     from deeplabcut.utils import auxiliaryfunctions
+    from ruamel.yaml import YAML
 
     cfg = project_config(project)
     if cfg.get("multianimalproject"):
@@ -112,7 +115,7 @@ def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: s
             f"{folder / 'train'}: snapshot '{wanted or cfg.get('snapshotindex')}' not found "
             f"(there are: {', '.join(names)})"
         )
-    dlc_cfg = load_config(str(test_cfg))
+    dlc_cfg = YAML(typ="safe").load(test_cfg.read_text())
     if int(cfg.get("num_outputs", dlc_cfg.get("num_outputs", 1)) or 1) > 1:
         raise ConfigError(f"{project}: num_outputs > 1 (several detections per bodypart) is not supported by dlcrun")
     fraction = cfg["TrainingFraction"][trainingsetindex]
