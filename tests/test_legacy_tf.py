@@ -218,3 +218,16 @@ def test_tf_refuses_what_it_cannot_do(tf_project: Path) -> None:
         pin_model(tf_project, snapshot="snapshot-9")
     with pytest.raises(ConfigError, match="fp32 only"):
         open_analyzer(pin_model(tf_project), precision="bf16")
+
+
+@pytest.mark.slow
+def test_doctor_checks_tensorflow_when_the_projects_shuffle_needs_it(tmp_path: Path) -> None:
+    from dlcrun.doctor import run_doctor
+    from dlcrun.settings import load_settings
+
+    project = _fake_tf_shuffle(tmp_path / "octo")
+    settings = load_settings(None, project=project, scratch=tmp_path, device="cpu")
+    checks = {c.name: c for c in run_doctor(settings, require_gpu=False)}
+    assert checks["tensorflow"].status == ("ok" if HAVE_TF else "fail"), checks["tensorflow"]
+    pytorch_only = {c.name for c in run_doctor(settings.model_copy(update={"engine": "pytorch"}), require_gpu=False)}
+    assert "tensorflow" not in pytorch_only

@@ -50,7 +50,7 @@ def run_doctor(
     tasks_here = info is not None or not settings.image
     if require_gpu is None:
         require_gpu = tasks_here and (settings.device.startswith("cuda") or settings.resources.gpus > 0)
-    engine = info.engine if info is not None else settings.engine
+    engine = info.engine if info is not None else _engine(settings)
     checks = [check_image(settings)]
     torch, torch_check = _import("torch")
     checks.append(torch_check)
@@ -63,6 +63,18 @@ def run_doctor(
     if dropbox is not None:
         checks.append(dropbox)
     return checks
+
+
+def _engine(settings: Settings) -> str:
+    """The engine the indices need: as set, else the project's shuffle's (TensorFlow needs checking)."""
+    if settings.engine != "auto" or settings.project is None:
+        return "pytorch" if settings.engine == "auto" else settings.engine
+    from dlcrun.inference import shuffle_engine
+
+    try:
+        return shuffle_engine(settings.project, settings.shuffle, settings.trainingsetindex)
+    except ConfigError:
+        return "pytorch"
 
 
 def failed(checks: list[Check]) -> bool:

@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     every: str | None = Field(None, description="analyse one frame every DURATION (e.g. 10s, 2min); instead of stride")
     save_csv: bool = Field(False, description="also write DLC's .csv next to the .h5")
     image: str | None = Field(None, description="Apptainer image that array indices run inside")
-    engine: Literal["pytorch"] = Field("pytorch", description="DeepLabCut engine")
+    engine: Literal["auto", "pytorch", "tensorflow"] = Field(
+        "auto", description="DeepLabCut engine of the shuffle (auto: read from the project; for doctor)"
+    )
     resources: Resources = Field(default_factory=Resources)
 
     @field_validator("every")
