@@ -231,3 +231,18 @@ def test_doctor_checks_tensorflow_when_the_projects_shuffle_needs_it(tmp_path: P
     assert checks["tensorflow"].status == ("ok" if HAVE_TF else "fail"), checks["tensorflow"]
     pytorch_only = {c.name for c in run_doctor(settings.model_copy(update={"engine": "pytorch"}), require_gpu=False)}
     assert "tensorflow" not in pytorch_only
+
+
+@needs_tf
+@pytest.mark.slow
+def test_tf_project_moves_with_or_without_its_snapshots(tf_project: Path, tmp_path: Path) -> None:
+    from dlcrun.project import pack, unpack
+
+    bare = unpack(pack(tf_project, tmp_path / "bare.tar.gz"), tmp_path / "bare")
+    assert not list(bare.rglob("snapshot-*")), "no old models unless asked"
+    assert list(bare.glob("dlc-models/iteration-0/*/train/pose_cfg.yaml")), "the shuffle's definition travels"
+    moved = unpack(pack(tf_project, tmp_path / "full.tar.gz", with_snapshots=True), tmp_path / "moved")
+    spec = pin_model(moved)
+    assert Path(spec.snapshot).is_relative_to(moved) and spec.scorer == pin_model(tf_project).scorer
+    for pose_cfg in moved.rglob("pose_cfg.yaml"):
+        assert str(tf_project) not in pose_cfg.read_text(), f"{pose_cfg} still names the old place"

@@ -31,14 +31,20 @@ EXCLUDED_SUFFIXES = {".pt", ".pth", ".mp4", ".avi", ".mov", ".mkv", ".pickle~"}
 YAML_FILES = ("config.yaml", "pytorch_config.yaml", "pose_cfg.yaml", "metadata.yaml")
 
 
+# A snapshot: PyTorch's snapshot-*.pt, or the files of a TensorFlow checkpoint snapshot-N.
+SNAPSHOT_FILE = re.compile(r"snapshot-.*\.pt|snapshot-\d+\.(?:index|meta|data-\d+-of-\d+)")
+
+
 def _project_files(project: Path, with_snapshots: bool) -> Iterator[Path]:
     for path in sorted(project.rglob("*")):
         rel = path.relative_to(project)
         if not path.is_file() or rel.parts[0] in EXCLUDED_DIRS:
             continue
-        if path.suffix in EXCLUDED_SUFFIXES and not (with_snapshots and path.suffix == ".pt"):
+        if SNAPSHOT_FILE.fullmatch(path.name):
+            if with_snapshots:
+                yield path
             continue
-        if re.fullmatch(r"snapshot-.*\.pt", path.name) is None and path.suffix == ".pt":
+        if path.suffix in EXCLUDED_SUFFIXES:
             continue
         yield path
 
