@@ -176,8 +176,8 @@ def test_tf_train_job_resumes_is_evaluated_and_its_snapshot_runs_a_batch(tf_proj
             "train",
             "--project",
             str(project),
-            "--iterations",
-            "2",
+            "--epochs",
+            "1",
             "--device",
             "cpu",
             "--runs-dir",
@@ -189,25 +189,26 @@ def test_tf_train_job_resumes_is_evaluated_and_its_snapshot_runs_a_batch(tf_proj
     (workdir,) = (tmp_path / "runs" / "train").iterdir()
     result = json.loads((workdir / "result.json").read_text())
     assert result["state"] == "done", result
-    assert Path(result["snapshot"]).name == "snapshot-4", "DLC resumed at iteration 2"
+    # one epoch = the shuffle's 7 training images at batch 1, counted on from snapshot-2
+    assert Path(result["snapshot"]).name == "snapshot-9", "DLC resumed at iteration 2"
     log = (workdir / "logs" / "train.out").read_text()
     assert "snapshot-2" in log.split("starting from", 1)[1].splitlines()[0]
-    assert result["selected"]["snapshot"] == "snapshot-4" and result["selected"]["test_rmse"] >= 0
+    assert result["selected"]["snapshot"] == "snapshot-9" and result["selected"]["test_rmse"] >= 0
 
     listed = CliRunner().invoke(app, ["models", "--project", str(project)])
     assert listed.exit_code == 0, listed.output
-    line = next(ln for ln in listed.output.splitlines() if "snapshot-4" in ln)
+    line = next(ln for ln in listed.output.splitlines() if "snapshot-9" in ln)
     assert "tensorflow" in line and "yes" in line
 
     video = write_video(tmp_path / "videos" / "v.mp4", frames=5)
     manifest = write_manifest(tmp_path / "m.txt", Manifest(entries=[str(video)]))
     settings = load_settings(None, project=project, dest=str(tmp_path / "k"), runs_dir=tmp_path / "runs", device="cpu")
     run, _ = batch.start_run(manifest, settings)
-    assert run.model["engine"] == TENSORFLOW and Path(run.model["snapshot"]).name == "snapshot-4"
+    assert run.model["engine"] == TENSORFLOW and Path(run.model["snapshot"]).name == "snapshot-9"
     record = run_index(run, 0)
     assert record.state == "done", record
     (h5,) = (tmp_path / "k").rglob("*.h5")
-    assert h5.name.endswith("shuffle1_4.h5") and len(pd.read_hdf(h5, "df_with_missing")) == 5
+    assert h5.name.endswith("shuffle1_9.h5") and len(pd.read_hdf(h5, "df_with_missing")) == 5
 
 
 @needs_tf
