@@ -67,8 +67,10 @@ def run_doctor(
 
 def _engine(settings: Settings) -> str:
     """The engine the indices need: as set, else the project's shuffle's (TensorFlow needs checking)."""
-    if settings.engine != "auto" or settings.project is None:
-        return "pytorch" if settings.engine == "auto" else settings.engine
+    if settings.engine != "auto":
+        return settings.engine
+    if settings.project is None:
+        return "pytorch"
     from dlcrun.inference import shuffle_engine
 
     try:

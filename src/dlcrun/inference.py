@@ -76,15 +76,22 @@ def quiet_environment(scratch: Path | None = None) -> None:
         os.environ.setdefault("MPLCONFIGDIR", str(scratch / "mpl"))
 
 
-def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
+def project_config(project: Path) -> dict[str, Any]:
+    """config.yaml as a dict with ``project_path`` set in memory (DLC's read_config would write it)."""
     from deeplabcut.core.config import read_config_as_dict
-    from deeplabcut.pose_estimation_pytorch.data import DLCLoader
 
-    config = project / "config.yaml"
+    config = Path(project) / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder")
     cfg = read_config_as_dict(config)
     cfg["project_path"] = str(project)
+    return cfg
+
+
+def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
+    from deeplabcut.pose_estimation_pytorch.data import DLCLoader
+
+    cfg = project_config(project)
     try:
         return DLCLoader(cfg, trainset_index=trainingsetindex, shuffle=shuffle)
     except (FileNotFoundError, IndexError) as exc:

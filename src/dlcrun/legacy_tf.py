@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError
-from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, selected_snapshot
+from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, project_config, selected_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,6 @@ def _tensorflow() -> Any:
             "run it in the TensorFlow image (make image ENGINE=tensorflow, then --image) or `make install-tf`"
         ) from None
     return tf
-
-
-def project_config(project: Path) -> dict[str, Any]:
-    """config.yaml as a dict with ``project_path`` set in memory (DLC's read_config would write it)."""
-    from deeplabcut.core.config import read_config_as_dict
-
-    config = Path(project) / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder")
-    cfg = read_config_as_dict(config)
-    cfg["project_path"] = str(project)
-    return cfg
 
 
 def model_folder(project: Path, cfg: dict[str, Any], shuffle: int, trainingsetindex: int) -> Path:

@@ -220,7 +220,7 @@ def evaluate_and_select(
     snapshots, which ``submit`` uses when no --snapshot is given: later batches get the best
     network without anyone editing config.yaml's positional ``snapshotindex``.
     """
-    from dlcrun.inference import SELECTED_FILE, TENSORFLOW, _loader, resolve_device, shuffle_engine
+    from dlcrun.inference import SELECTED_FILE, TENSORFLOW, _loader, project_config, resolve_device, shuffle_engine
     from dlcrun.project import list_models
 
     project = Path(project)
@@ -228,7 +228,7 @@ def evaluate_and_select(
         from dlcrun import legacy_tf
 
         legacy_tf.evaluate(project, shuffle, trainingsetindex, snapshot)
-        cfg = legacy_tf.project_config(project)
+        cfg = project_config(project)
         fraction = cfg["TrainingFraction"][trainingsetindex]
         model_folder = legacy_tf.model_folder(project, cfg, shuffle, trainingsetindex) / "train"
     else:
