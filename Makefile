@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-tf system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev image clean
+.PHONY: install install-tf install-login system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev image clean
 
 install: $(STAMP)
 
@@ -32,6 +32,19 @@ $(TF_STAMP): requirements-tensorflow-dev.lock requirements-test.txt pyproject.to
 	$(TF_BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
+# dlcrun without DeepLabCut, for a cluster's login node: select, submit, follow and resubmit runs
+# whose indices (and the snapshot pinning) run in the image. A few hundred MB instead of ~7 GB.
+LOGIN_VENV  ?= .venv-login
+LOGIN_STAMP := $(LOGIN_VENV)/.installed
+
+install-login: $(LOGIN_STAMP)
+
+$(LOGIN_STAMP): requirements.lock pyproject.toml
+	@test -x $(LOGIN_VENV)/bin/python || $(PYTHON) -m venv $(LOGIN_VENV)
+	$(LOGIN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOGIN_VENV)/bin/python -m pip install -q -c requirements.lock -e .
+	@touch $@
+
 # The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
 # build test needs podman and debootstrap. Installed only as root and only when missing; otherwise
 # those tests skip and say why.
@@ -51,7 +64,7 @@ demo: install
 # Everything but gpu tests, then the TensorFlow-engine tests again in .venv-tf (where they run).
 # .venv-tf is installed only after the main suite: the image-build test needs ~28 GB of disk at its
 # peak, and a second 7-9 GB venv beside it ran a CI machine out of space.
-test: install system-deps
+test: install install-login system-deps
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-tf
 

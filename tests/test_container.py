@@ -132,7 +132,7 @@ def test_locks_are_exact_and_cover_pyproject() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for lock in ("requirements.lock", "requirements-tensorflow.lock", "requirements-tensorflow-dev.lock"):
         pins = lock_pins(ROOT / lock)
-        for spec in pyproject["dependencies"]:
+        for spec in pyproject["dependencies"] + pyproject["optional-dependencies"]["dlc"]:
             req = Requirement(spec)
             version = pins.get(canonicalize_name(req.name))
             assert version is not None, f"{lock}: {req.name} (a dlcrun dependency) is not pinned"

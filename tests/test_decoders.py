@@ -159,9 +159,29 @@ def test_unknown_decoder_is_a_config_error_listing_the_known_ones() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown decoder 'nvdec' \(available here: opencv, pyav\)"):
         decoder_for("nvdec")
-    with pytest.raises(ConfigError, match=r"decoder: unknown decoder 'nvdec' \(available here: opencv, pyav\)"):
+    with pytest.raises(ConfigError, match=r"decoder: unknown decoder 'nvdec' \(dlcrun has: opencv, pyav\)"):
         load_settings(None, decoder="nvdec")
     assert load_settings(None, decoder="pyav").decoder == "pyav"
+
+
+def test_a_decoder_missing_here_is_accepted_by_settings_and_refused_where_indices_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A login node without PyAV may submit --decoder pyav to an image that has it; a run whose
+    indices run here may not."""
+    import sys
+
+    from dlcrun import decoders
+    from dlcrun.settings import load_settings
+
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed
+    monkeypatch.delitem(sys.modules, "dlcrun.decoders.pyav", raising=False)
+    monkeypatch.delitem(decoders._REGISTRY, "pyav", raising=False)
+    assert load_settings(None, decoder="pyav").decoder == "pyav"
+    with pytest.raises(ConfigError, match=r"^decoder 'pyav' is not installed here \(available here: opencv\)$"):
+        decoders.check_decoder("pyav")
+    with pytest.raises(ConfigError, match=r"unknown decoder 'nvdec' \(dlcrun has: opencv, pyav\)"):
+        decoders.check_decoder("nvdec")
 
 
 @pytest.mark.slow

@@ -8,8 +8,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcrun.container import image_info
+from dlcrun.decoders import check_decoder
 from dlcrun.errors import ConfigError, StorageError
-from dlcrun.inference import TENSORFLOW, pin_model, tensorflow_available
+from dlcrun.inference import (
+    TENSORFLOW,
+    ModelSpec,
+    deeplabcut_available,
+    pin_in_image,
+    pin_model,
+    tensorflow_available,
+)
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
 from dlcrun.schedulers import JobPlan, scheduler_for
@@ -69,7 +78,9 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
     _check_unique_outputs(manifest)
     settings = _absolute(settings)
     preflight = check_sources(manifest) if check else None
-    spec = pin_model(settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
+    spec = pin(settings)
+    if settings.image is None or image_info() is not None:
+        check_decoder(settings.decoder)  # the indices run in this environment
     if spec.engine == TENSORFLOW and settings.image is None and not tensorflow_available():
         raise ConfigError(
             f"{settings.project}: shuffle {settings.shuffle} is a TensorFlow-engine (DLC 2.x) model and neither this "
@@ -78,6 +89,20 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
         )
     run = Run.create(settings.runs_dir, settings, manifest, spec.to_dict(), name=Path(manifest_path).stem)
     return run, preflight
+
+
+def pin(settings: Settings) -> ModelSpec:
+    """The snapshot every index will use: pinned here, or inside the image where DLC is not installed."""
+    assert settings.project is not None
+    args = (settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
+    if deeplabcut_available():
+        return pin_model(*args)
+    if settings.image and image_info() is None:
+        return pin_in_image(settings.image, *args, scratch=settings.scratch)
+    raise ConfigError(
+        "DeepLabCut is not installed here: set image (dlcrun.toml or --image) to pin the snapshot and run the "
+        "indices in it, or install DeepLabCut (make install)"
+    )
 
 
 def _check_unique_outputs(manifest: Manifest) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import shlex
 import shutil
@@ -33,6 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="settings file (default ./dlcrun.toml)")]
 RunArg = Annotated[Optional[str], typer.Argument(help="run id or directory (default: the newest)")]
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="where run directories live")]
+ImageOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Apptainer image (.sif) the jobs run in; on a login node without DLC, pins there too"),
+]
 
 
 def friendly(fn: F) -> F:
@@ -399,6 +404,7 @@ def submit(
     every: Annotated[Optional[str], typer.Option(help="analyse one frame every DURATION, e.g. 10s")] = None,
     csv: Annotated[Optional[bool], typer.Option("--csv/--no-csv", help="also write DLC's .csv")] = None,
     scratch: Annotated[Optional[Path], typer.Option(help="node-local scratch (default $TMPDIR)")] = None,
+    image: ImageOpt = None,
     runs_dir: RunsDirOpt = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="follow progress (local default)")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="check every video exists first")] = True,
@@ -426,6 +432,7 @@ def submit(
         every=every,
         save_csv=csv,
         scratch=scratch,
+        image=image,
         runs_dir=runs_dir,
         resources=None if gpus is None else {"gpus": gpus},
     )
@@ -630,6 +637,7 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
+    image: ImageOpt = None,
     evaluate: Annotated[
         bool, typer.Option(help="evaluate the new snapshot and select the best for later batches")
     ] = True,
@@ -650,6 +658,7 @@ def train(
         batch_size=batch_size,
         device=device,
         scheduler=scheduler,
+        image=image,
         runs_dir=runs_dir,
     )
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
@@ -669,6 +678,21 @@ def train(
     if outcome.get("selected"):
         chosen = outcome["selected"]
         out.print(f"  selected {chosen['snapshot']} (test RMSE {chosen['test_rmse']:.2f} px) for later batches")
+
+
+@app.command(hidden=True)
+@friendly
+def pin(
+    project: Annotated[Path, typer.Argument(help="DeepLabCut project folder")],
+    shuffle: Annotated[int, typer.Option(help="shuffle")] = 1,
+    trainingsetindex: Annotated[int, typer.Option(help="training-set index")] = 0,
+    snapshot: Annotated[Optional[str], typer.Option(help="snapshot (default: selected, else config.yaml's)")] = None,
+) -> None:
+    """The model a run would pin, as JSON: how a submit host without DeepLabCut asks the image."""
+    from dlcrun.inference import pin_model
+
+    spec = pin_model(project, shuffle, trainingsetindex, snapshot)
+    print(json.dumps(spec.to_dict()))
 
 
 @app.command("train-task", hidden=True)

@@ -53,10 +53,15 @@ def run_doctor(
     engine = info.engine if info is not None else _engine(settings)
     checks = [check_image(settings)]
     torch, torch_check = _import("torch")
-    checks.append(torch_check)
-    checks.append(_import("deeplabcut", quiet=True)[1])
+    stack = [torch_check, _import("deeplabcut", quiet=True)[1]]
     if engine == "tensorflow":
-        checks.append(_import("tensorflow", quiet=True)[1])
+        stack.append(_import("tensorflow", quiet=True)[1])
+    if not tasks_here:  # a login node: the image brings them, and submit pins the snapshot there
+        stack = [
+            Check(c.name, "note", f"{c.detail}; not needed here: the image has its own") if c.status == "fail" else c
+            for c in stack
+        ]
+    checks += stack
     checks += check_gpu(torch, require_gpu)
     checks.append(check_scratch(settings.scratch or default_scratch(), min_free_gb))
     dropbox = check_dropbox(settings, dropbox_endpoint, timeout)

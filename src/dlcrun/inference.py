@@ -157,6 +157,55 @@ def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def deeplabcut_available() -> bool:
+    """Whether DeepLabCut is installed here; a login node may have dlcrun alone (make install-login)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deeplabcut") is not None
+
+
+def pin_in_image(
+    image: str,
+    project: Path,
+    shuffle: int = 1,
+    trainingsetindex: int = 0,
+    snapshot: str | None = None,
+    scratch: Path | None = None,
+) -> ModelSpec:
+    """``pin_model`` run by the image's dlcrun, for a submit host without DeepLabCut.
+
+    The image's DLC is the one every index will load the snapshot with, so pinning there also
+    names the scorer exactly as the indices' DLC does. ``dlcrun pin`` prints the spec as the
+    last line of its stdout (DLC prints its banner before it).
+    """
+    import subprocess
+
+    from dlcrun.container import image_prefix
+
+    project = Path(project).expanduser().resolve()
+    argv = image_prefix(image, [str(project)], scratch, device="cpu")
+    argv += ["dlcrun", "pin", str(project), "--shuffle", str(shuffle), "--trainingsetindex", str(trainingsetindex)]
+    if snapshot is not None:
+        argv += ["--snapshot", snapshot]
+    where = f"pinning the snapshot inside {image}"
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: {exc.filename} not found") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{where}: no answer in 15 minutes") from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+        reason = (errors or lines or [f"exit status {done.returncode}"])[-1]
+        raise ConfigError(f"{where}: {reason}")
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    try:
+        return ModelSpec.from_dict(json.loads(last))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: unexpected answer '{last[:200]}' ({exc})") from None
+
+
 def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapshot: str | None = None) -> ModelSpec:
     """Resolve which snapshot a run uses, once, on the submit host."""
     project = Path(project).expanduser().resolve()

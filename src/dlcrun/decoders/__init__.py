@@ -63,6 +63,17 @@ def register(name: str) -> Callable[[Callable[[], Decoder]], Callable[[], Decode
     return wrap
 
 
+# Every backend dlcrun has, installed here or not: a name outside this is a typo.
+KNOWN = ("opencv", "pyav")
+
+
+def check_decoder(name: str) -> None:
+    """``name`` must be a decoder dlcrun has, and (where indices run here) one installed here."""
+    if name not in KNOWN:
+        raise ConfigError(f"unknown decoder '{name}' (dlcrun has: {', '.join(KNOWN)})")
+    decoder_for(name)
+
+
 def available() -> list[str]:
     _load_backends()
     return sorted(_REGISTRY)
@@ -73,6 +84,10 @@ def decoder_for(name: str) -> Decoder:
     try:
         return _REGISTRY[name]()
     except KeyError:
+        if name in KNOWN:
+            raise ConfigError(
+                f"decoder '{name}' is not installed here (available here: {', '.join(available())})"
+            ) from None
         raise ConfigError(f"unknown decoder '{name}' (available here: {', '.join(available())})") from None
 
 

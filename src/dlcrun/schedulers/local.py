@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dlcrun.ledger import Run, read_json, write_json
-from dlcrun.schedulers import JobPlan, register
+from dlcrun.schedulers import JobPlan, register, task_argv
 from dlcrun.settings import Resources
 
 
@@ -37,9 +37,7 @@ class LocalScheduler:
         return [_detach(plan.argv, run.path / "logs" / f"local-{submission:03d}.log")]
 
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
-        if argv[0] == "dlcrun":  # this machine: this interpreter, whether or not dlcrun is on PATH
-            argv = [sys.executable, "-m", "dlcrun", *argv[1:]]
-        return _detach(argv, workdir / "logs" / "train.out")
+        return _detach(_here(argv), workdir / "logs" / "train.out")
 
     def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -105,6 +103,12 @@ def _factory() -> LocalScheduler:
     return LocalScheduler()
 
 
+def _here(argv: list[str]) -> list[str]:
+    """A bare ``dlcrun`` runs in this interpreter, whether or not dlcrun is on PATH; a command
+    that starts with the image's prefix is left as it is (the image has its own dlcrun)."""
+    return [sys.executable, "-m", "dlcrun", *argv[1:]] if argv[0] == "dlcrun" else argv
+
+
 def supervise(run_path: Path, submission: int, size: int, max_running: int) -> int:
     """Run array indices 0..size-1, ``max_running`` at once; SIGTERM stops and forwards."""
     run = Run(run_path)
@@ -127,8 +131,7 @@ def supervise(run_path: Path, submission: int, size: int, max_running: int) -> i
         while pending and len(running) < max_running and not stopping:
             k = pending.pop(0)
             out = open(run.path / "logs" / f"{submission:03d}_{k}.out", "ab")
-            cmd = [sys.executable, "-m", "dlcrun", "task", "--run", str(run.path)]
-            cmd += ["--submission", str(submission), "--array-index", str(k)]
+            cmd = _here(task_argv(run, submission)) + ["--array-index", str(k)]
             env["DLCRUN_LOCAL_JOB"] = f"local-{os.getpid()}_{k}"
             running[k] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
             out.close()
