@@ -165,3 +165,25 @@ def test_killed_task_leaves_no_partial_output(tmp_path: Path, demo_project: Path
         assert record.state == "running"
         assert batch.status(run).states[0] == "lost"
     assert video.exists()
+
+
+def test_cancel_interrupts_the_running_index_and_marks_the_queued_one_cancelled(
+    tmp_path: Path, demo_project: Path
+) -> None:
+    from dlcrun.demo import write_video
+
+    long = write_video(tmp_path / "videos" / "long.mp4", frames=600, size=(160, 120))
+    short = write_video(tmp_path / "videos" / "short.mp4", frames=8)
+    run = start(tmp_path, demo_project, [long, short], max_running=1)
+    batch.submit(run)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "scratch").glob("*/long.mp4")):  # staged: inference is next
+        assert time.monotonic() < deadline, batch.status(run).counts
+        time.sleep(0.1)
+    assert batch.status(run).states == {0: "running", 1: "queued"}
+    assert batch.cancel(run) == 2
+    final = wait_for(run)
+    assert final.states == {0: "interrupted", 1: "cancelled"}, final.records
+    assert 1 not in final.records and final.failures == [final.records[0]]
+    shown = CliRunner().invoke(app, ["status", str(run.path)]).output
+    assert "cancelled" in shown and f"rerun them with: dlcrun resubmit {run.id}" in shown

@@ -162,9 +162,10 @@ def status(run: Run) -> Status:
         by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
     for name, jobs in by_scheduler.items():
         live.update(scheduler_for(name).states(run, jobs))
-    last_submitted: dict[int, str] = {}
+    last_sub: dict[int, Submission] = {}
     for sub in run.submissions():
-        last_submitted.update((i, sub.submitted) for i in sub.indices)
+        last_sub.update((i, sub) for i in sub.indices)
+    last_submitted = {i: sub.submitted for i, sub in last_sub.items()}
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
@@ -177,13 +178,15 @@ def status(run: Run) -> Status:
             states[i] = rec.state
         elif i in live:
             states[i] = "queued" if live[i] == "pending" else "running"
+        elif i in last_sub and last_sub[i].cancelled and (rec is None or rec.state not in FINAL):
+            states[i] = "cancelled"  # by dlcrun cancel, before it could record a result
         elif rec is not None and rec.state not in FINAL:  # running, but its job is gone: it died hard
             states[i] = "lost"
             rec.error = rec.error or "the task stopped without recording a result (killed?)"
         elif rec is not None:
             states[i] = rec.state
         else:
-            states[i] = "lost" if i in last_submitted else "pending"
+            states[i] = "lost" if i in last_sub else "pending"
     return Status(run=run, states=states, records=records, counts=Counter(states.values()))
 
 
@@ -197,10 +200,14 @@ def resubmit(run: Run) -> Submission | None:
 
 
 def cancel(run: Run) -> int:
+    """Stop every array of the run; indices it stops before they start then read ``cancelled``."""
     current = status(run)
-    by_scheduler: dict[str, list[str]] = {}
+    by_scheduler: dict[str, list[Submission]] = {}
     for sub in run.submissions():
-        by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
-    for name, jobs in by_scheduler.items():
-        scheduler_for(name).cancel(run, jobs)
+        by_scheduler.setdefault(sub.scheduler, []).append(sub)
+    for name, subs in by_scheduler.items():
+        scheduler_for(name).cancel(run, [j for sub in subs for j in sub.job_ids])
+        for sub in subs:
+            if sub.cancelled is None:
+                run.mark_cancelled(sub)
     return sum(1 for s in current.states.values() if s in ("running", "queued"))

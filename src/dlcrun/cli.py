@@ -493,7 +493,7 @@ def _follow(run: Any) -> None:
             c = current.counts
             progress.update(
                 bar,
-                completed=c["done"] + c["failed"] + c["interrupted"] + c["lost"],
+                completed=c["done"] + c["failed"] + c["interrupted"] + c["lost"] + c["cancelled"],
                 description=f"done {c['done']} failed {c['failed'] + c['interrupted'] + c['lost']}",
             )
             if current.finished:
@@ -527,14 +527,14 @@ def _print_status(current: Any) -> None:
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("state")
     table.add_column("videos", justify="right")
-    for state in ("done", "running", "queued", "pending", "failed", "interrupted", "lost"):
+    for state in ("done", "running", "queued", "pending", "failed", "interrupted", "lost", "cancelled"):
         if current.counts[state]:
             table.add_row(state, str(current.counts[state]))
     out.print(table)
     for rec in current.failures:
         state = current.states[rec.index]
         out.print(f"  [red]{state}[/red] #{rec.index} {rec.video}: {rec.error}", highlight=False, soft_wrap=True)
-    if current.failures:
+    if current.failures or current.counts["cancelled"]:
         out.print(f"rerun them with: dlcrun resubmit {run.id}")
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ class Submission:
     indices: list[int]
     submitted: str
     max_running: int | None
+    cancelled: str | None = None  # when `dlcrun cancel` stopped it
 
 
 class Run:
@@ -190,6 +191,12 @@ class Run:
     ) -> Submission:
         sub = Submission(number, scheduler, job_ids, indices, now(), max_running)
         write_json(self.path / "submissions" / f"{number:03d}.json", asdict(sub))
+        return sub
+
+    def mark_cancelled(self, sub: Submission) -> Submission:
+        """Record that ``sub`` was cancelled, so its never-started indices read as cancelled, not lost."""
+        sub = replace(sub, cancelled=now())
+        write_json(self.path / "submissions" / f"{sub.number:03d}.json", asdict(sub))
         return sub
 
     def write_indices(self, number: int, indices: list[int]) -> Path:
