@@ -219,6 +219,39 @@ def test_tf_train_job_resumes_is_evaluated_and_its_snapshot_runs_a_batch(tf_proj
 
 
 @needs_tf
+@pytest.mark.slow
+def test_tf_training_job_ends_with_the_loaders_error_when_dlcs_data_loader_dies(
+    tf_project: Path, tmp_path: Path
+) -> None:
+    """DLC's loader thread raises on images smaller than min_input_size; DLC's training loop would
+    then wait on its empty queue until the walltime ends. The job must end with that error."""
+    import os
+    import signal
+    import time
+
+    from dlcrun.legacy_tf import _set_pose_cfg
+    from dlcrun.settings import load_settings
+    from dlcrun.training import result, start_training
+
+    project = tmp_path / tf_project.name
+    shutil.copytree(tf_project, project)
+    (pose_cfg,) = project.glob("dlc-models/iteration-0/*shuffle1/train/pose_cfg.yaml")
+    _set_pose_cfg(pose_cfg, min_input_size=512)  # the demo's frames are 128x96
+    settings = load_settings(None, project=project, runs_dir=tmp_path / "runs", device="cpu")
+    job = start_training(settings, iterations=5, evaluate=False)
+    deadline = time.monotonic() + 240
+    while (outcome := result(job.workdir)) is None:
+        if time.monotonic() > deadline:
+            os.killpg(int(job.request.job_id.removeprefix("local-")), signal.SIGKILL)
+            pytest.fail("the training job still waits on DLC's queue after 240 s")
+        time.sleep(1)
+    assert outcome["state"] == "failed", outcome
+    assert outcome["error"].startswith("DeepLabCut's TensorFlow data loader died: ValueError: Image size"), outcome
+    assert "min_input_size" in outcome["error"]
+    assert sorted(p.name for p in pose_cfg.parent.glob("snapshot-*.index")) == ["snapshot-2.index"]
+
+
+@needs_tf
 def test_tf_refuses_what_it_cannot_do(tf_project: Path) -> None:
     from dlcrun.inference import open_analyzer
 

@@ -19,13 +19,17 @@ TensorFlow is imported only here and only when such a shuffle is used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import threading
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -283,11 +287,13 @@ def train_tf(
     weights: Path | None,
     workdir: Path | None,
     iterations: int | None = None,
+    abort: Callable[[str], NoReturn] | None = None,
 ) -> Path:
     """Train a TensorFlow-engine shuffle with DLC; return the newest ``train/snapshot-N`` prefix.
 
     ``iterations`` is DLC's ``maxiters``; without it ``epochs`` becomes one (epochs x training
     images / batch size). Either counts from where the shuffle's newest snapshot left off.
+    ``abort`` ends the process when DLC's data loader dies (see :func:`loader_watch`).
     """
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -323,22 +329,61 @@ def train_tf(
     if maxiters is None and epochs is not None:
         maxiters = max(1, math.ceil(epochs * _training_images(project, cfg, shuffle, trainingsetindex) / batch))
     before = time.time()
-    deeplabcut.train_network(
-        str(Path(project) / "config.yaml"),
-        shuffle=shuffle,
-        trainingsetindex=trainingsetindex,
-        maxiters=maxiters,
-        saveiters=maxiters,
-        displayiters=max(1, (maxiters or 1000) // 10),
-        allow_growth=True,
-        engine=Engine.TF,
-    )
+    with loader_watch(abort):
+        deeplabcut.train_network(
+            str(Path(project) / "config.yaml"),
+            shuffle=shuffle,
+            trainingsetindex=trainingsetindex,
+            maxiters=maxiters,
+            saveiters=maxiters,
+            displayiters=max(1, (maxiters or 1000) // 10),
+            allow_growth=True,
+            engine=Engine.TF,
+        )
     written = [
         n for n in snapshots(folder / "train") if (folder / "train" / f"{n}.index").stat().st_mtime >= before - 1
     ]
     if not written:
         raise DlcrunError(f"{folder / 'train'}: training ended without writing a snapshot")
     return folder / "train" / written[-1]
+
+
+@contextlib.contextmanager
+def loader_watch(abort: Callable[[str], NoReturn] | None) -> Iterator[None]:
+    """End training at once, through ``abort``, when DLC's TensorFlow data loader dies.
+
+    DLC feeds its training queue from one thread (``load_and_enqueue``). If that thread raises
+    (an unreadable image, one smaller than ``min_input_size``), the training loop waits on the
+    empty queue forever and the job burns its whole walltime. The main thread is then blocked
+    inside TensorFlow, so nothing can be raised there: ``abort`` must end the process. An error
+    raised by the session itself is ignored: DLC closes the session under the loader when
+    training ends, and the loader then fails in ``Session.run``.
+    """
+    if abort is None:
+        yield
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        previous(args)
+        frames = traceback.extract_tb(args.exc_traceback)
+        names = [f.name for f in frames]
+        if "load_and_enqueue" not in names:
+            return
+        called = frames[names.index("load_and_enqueue") + 1 :]
+        if called and called[0].name == "run" and "tensorflow" in called[0].filename:
+            return
+        abort(f"DeepLabCut's TensorFlow data loader died: {args.exc_type.__name__}: {_one_line(args.exc_value)}")
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
+def _one_line(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split())[:500]
 
 
 def _set_pose_cfg(path: Path, **values: Any) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 import socket
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dlcrun.container import image_prefix
 from dlcrun.errors import ConfigError, DlcrunError
@@ -120,6 +123,17 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
     outcome: dict[str, Any] = {"state": "running", "host": socket.gethostname(), "job_id": job_id_from_environment()}
     outcome["started"] = now()
     clock = time.monotonic()
+
+    def abort(reason: str) -> NoReturn:
+        """A failure no exception can carry out of DLC: record it and end the process now."""
+        log.error("training failed: %s", reason)
+        outcome.update(state="failed", error=reason, finished=now(), seconds=round(time.monotonic() - clock, 1))
+        write_json(workdir / RESULT, outcome)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
     try:
         with sigterm_unwinds():
             snapshot = train(
@@ -132,6 +146,7 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
                 weights=Path(request.weights) if request.weights else None,
                 workdir=workdir,
                 iterations=request.iterations,
+                abort=abort,
             )
             if request.evaluate:
                 outcome["selected"] = evaluate_and_select(
@@ -160,6 +175,7 @@ def train(
     weights: Path | None = None,
     workdir: Path | None = None,
     iterations: int | None = None,
+    abort: Callable[[str], NoReturn] | None = None,
 ) -> Path:
     """Train ``shuffle`` of ``project`` with DeepLabCut and return the newest snapshot.
 
@@ -174,7 +190,9 @@ def train(
     if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
         from dlcrun.legacy_tf import train_tf
 
-        return train_tf(project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations)
+        return train_tf(
+            project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations, abort
+        )
 
     if iterations is not None:
         raise ConfigError("--iterations is for TensorFlow-engine (DLC 2.x) shuffles; PyTorch ones train by --epochs")
