@@ -43,7 +43,8 @@ deps)
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates $APT_EXTRA >/dev/null
+  # rclone: the rclone:REMOTE:path storage backend runs the rclone binary.
+  apt-get install -y -qq --no-install-recommends python3 python3-venv ca-certificates rclone $APT_EXTRA >/dev/null
   rm -rf /var/lib/apt/lists/*
   python3 -m venv "$PREFIX"
   requirements=$LOCK

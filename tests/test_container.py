@@ -321,7 +321,13 @@ def test_oci_build_emulation_installs_the_lock_and_passes_doctor(debian_base: st
         assert result.returncode == 0, log[-4000:]
         print(f"OCI build: {time.monotonic() - start:.0f} s")
         assert re.search(r"^dlcrun \d", log, re.M), log[-2000:]
-        for line in ("ok   torch      2.14.1", "ok   deeplabcut 3.0.2", "ok   cudnn      9.", "ok   scratch"):
+        for line in (
+            "ok   torch      2.14.1",
+            "ok   deeplabcut 3.0.2",
+            "ok   cudnn      9.",
+            "ok   scratch",
+            "ok   rclone",
+        ):
             assert line in log, f"doctor did not report '{line}':\n{log[-3000:]}"
         assert re.search(r"ok   image +inside the dlcrun image \(pytorch, gpu build", log)
         inspect = subprocess.run(["podman", "image", "inspect", tag], capture_output=True, text=True, check=True)

@@ -128,3 +128,16 @@ def test_emulation_training_jobs_share_the_wrapper(tmp_path: Path) -> None:
     assert binds_of(got) == [str(node_scratch), str(project), str(tmp_path / "runs")]
     assert got[got.index("/images/dlc.sif") + 1 :][:2] == ["dlcrun", "train-task"]
     assert image_prefix(None, [str(project)]) == []
+
+
+def test_rclone_config_outside_home_is_bound_when_rclone_locations_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlcrun.container import bind_paths
+
+    config = tmp_path / "site" / "rclone" / "rclone.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text("[lab]\ntype = local\n")
+    monkeypatch.setenv("RCLONE_CONFIG", str(config))
+    assert str(config.parent) not in bind_paths(make_run(tmp_path / "a", image="/i.sif"))
+    assert str(config.parent) in bind_paths(make_run(tmp_path / "b", image="/i.sif", dest="rclone:lab:keypoints"))

@@ -61,10 +61,11 @@ def container_runtime() -> str | None:
 def bind_paths(run: Run) -> list[str]:
     """Host folders an index reads or writes, each bound at the same path inside the image.
 
-    The runs folder (records, logs), the DLC project (config and the pinned snapshot), and the
-    local source videos and destination. Paths that do not exist yet (a destination created by
-    the first upload) are bound through their nearest existing parent, since Apptainer refuses
-    to bind a missing source; the filesystem root is never bound.
+    The runs folder (records, logs), the DLC project (config and the pinned snapshot), the
+    local source videos and destination, and ``$RCLONE_CONFIG``'s folder for rclone: locations.
+    Paths that do not exist yet (a destination created by the first upload) are bound through
+    their nearest existing parent, since Apptainer refuses to bind a missing source; the
+    filesystem root is never bound.
     """
     settings = run.settings
     wanted = [run.path.resolve().parent]
@@ -73,6 +74,11 @@ def bind_paths(run: Run) -> list[str]:
         wanted.append(Path(run.model.get("snapshot", settings.project)).parent)
     locations = [*_video_roots(run.manifest.entries), settings.source, settings.dest or ""]
     wanted += [_local_path(uri) for uri in locations if uri and scheme_of(uri) == "file"]
+    rclone_config = os.environ.get("RCLONE_CONFIG", "")
+    if os.path.isfile(rclone_config) and any(
+        scheme_of(u) == "rclone" for u in [*run.manifest.entries, *locations] if u
+    ):
+        wanted.append(os.path.dirname(os.path.abspath(rclone_config)))  # outside $HOME, Apptainer would not see it
     return _mountable(wanted)
 
 

@@ -67,6 +67,9 @@ def run_doctor(
     dropbox = check_dropbox(settings, dropbox_endpoint, timeout)
     if dropbox is not None:
         checks.append(dropbox)
+    rclone = check_rclone(settings, in_image=info is not None)
+    if rclone is not None:
+        checks.append(rclone)
     return checks
 
 
@@ -199,6 +202,37 @@ def check_dropbox(settings: Settings, endpoint: tuple[str, int] | None, timeout:
     return Check(
         "dropbox", "ok", f"{host}:{port}{via} reachable ({took:.0f} ms); credentials from {credentials.source}"
     )
+
+
+def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
+    """The rclone binary, and every remote the settings name configured (no network), when
+    rclone: locations are used; always inside the image, which ships rclone."""
+    used = [uri for uri in (settings.source, settings.dest) if uri and scheme_of(uri) == "rclone"]
+    if not used and not in_image:
+        return None
+    exe = shutil.which("rclone")
+    if exe is None:
+        return Check("rclone", "fail", "not installed (apt-get install rclone); rclone: locations need it")
+    from dlcrun.errors import StorageError
+    from dlcrun.storage import rclone as backend
+
+    shown = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=60)
+    version = (shown.stdout.splitlines() or ["rclone (version unknown)"])[0]
+    try:
+        names = {backend.to_remote(uri).split(":", 1)[0] for uri in used} - {""}  # "" : an on-the-fly :type:
+        listed = subprocess.run(
+            [exe, *backend.private_config(), "listremotes"], capture_output=True, text=True, timeout=60
+        )
+    except StorageError as exc:
+        return Check("rclone", "fail", str(exc))
+    missing = sorted(names - {line.strip().rstrip(":") for line in listed.stdout.splitlines()})
+    if missing:
+        return Check(
+            "rclone",
+            "fail",
+            f"remote {', '.join(missing)} not configured (rclone config, or RCLONE_CONFIG_<NAME>_TYPE and friends)",
+        )
+    return Check("rclone", "ok", version + (f"; remote {', '.join(sorted(names))} configured" if names else ""))
 
 
 def _import(module: str, quiet: bool = False) -> tuple[Any, Check]:

@@ -104,7 +104,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def _load_backends() -> None:
     # Importing a backend module registers it; optional SDKs are imported lazily inside them.
-    from dlcrun.storage import local  # noqa: F401
+    from dlcrun.storage import local, rclone  # noqa: F401
 
     try:
         from dlcrun.storage import dropbox  # noqa: F401
