@@ -122,6 +122,17 @@ def test_submit_from_a_login_node_pins_in_the_image_and_runs_there(
     doctor = login("doctor", "--scratch", str(tmp_path))
     assert doctor.returncode == 0, doctor.stdout
     assert "not needed here: the image has its own" in doctor.stdout
+    models = login("models")
+    assert models.returncode == 0 and Path(run.model["snapshot"]).name in models.stdout, models.stdout + models.stderr
+
+    sheet = tmp_path / "videos.csv"
+    sheet.write_text("video\n" + "".join(f"{v}\n" for v in videos))
+    extract = login("sample", str(sheet), "--n", "1", "-o", "s.txt", "--extract-to", str(tmp_path / "frames"))
+    assert extract.returncode == 1
+    assert extract.stderr.strip().startswith("error: this needs DeepLabCut, which is not installed here"), (
+        extract.stderr
+    )
+    assert "Traceback" not in extract.stderr
 
 
 def test_login_node_errors_are_one_line(tmp_path: Path, demo_project: Path, tiny_videos, login) -> None:

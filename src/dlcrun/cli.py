@@ -50,8 +50,23 @@ def friendly(fn: F) -> F:
         except DlcrunError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top not in HEAVY:
+                raise
+            err.print(
+                f"[red]error:[/red] this needs {HEAVY[top]}, which is not installed here (a login-node install?): "
+                "run it where DeepLabCut is (make install), or in the image: apptainer exec dlc.sif dlcrun ...",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What make install-login leaves out, by the module name an import fails on.
+HEAVY = {"deeplabcut": "DeepLabCut", "torch": "PyTorch", "cv2": "OpenCV", "av": "PyAV", "tables": "PyTables"}
 
 
 def _version(value: bool) -> None:
