@@ -183,3 +183,23 @@ def test_lab_sheet_on_a_dropbox_root_line_by_line(
     )
     assert "conflicted" in result.output
     assert ("row 5" in result.output) != overlap, "row 5's window is empty unless the video before it runs into it"
+
+
+@pytest.mark.dropbox
+def test_check_sources_lists_a_folder_of_many_videos_once(
+    dropbox_emulator: DropboxEmulator, dropbox_env: tuple[str, str]
+) -> None:
+    """Six videos of one folder: one listing, not six round trips; a lone video elsewhere, and a
+    name whose case differs from Dropbox's (Dropbox ignores case), are asked about one by one."""
+    when = dt.datetime(2026, 10, 2, tzinfo=UTC)
+    names = [f"cam1_2026-10-02_{h:02d}-00-00.mp4" for h in range(6)]
+    for name in names:
+        dropbox_emulator.put_file(f"/Videos/cam1/{name}", b"v" * 10, when)
+    dropbox_emulator.put_file("/Videos/cam2/lone.mp4", b"v" * 5, when)
+    entries = [f"dropbox:/Videos/cam1/{n}" for n in names[:5]] + [
+        f"dropbox:/Videos/cam1/{names[5].upper()}",
+        "dropbox:/Videos/cam2/lone.mp4",
+    ]
+    assert check_sources(Manifest(entries=entries)).total_bytes == 65
+    assert dropbox_emulator.count("files/list_folder") == 1  # (and its pages: files/list_folder/continue)
+    assert dropbox_emulator.count("files/get_metadata") == 2

@@ -23,7 +23,7 @@ from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
 from dlcrun.schedulers import JobPlan, scheduler_for
 from dlcrun.settings import Settings
-from dlcrun.storage import basename, scheme_of, storage_for
+from dlcrun.storage import StoredObject, basename, scheme_of, storage_for
 
 FINAL = ("done", "failed", "interrupted")
 
@@ -34,15 +34,37 @@ class Preflight:
     total_bytes: int
 
 
+# A folder holding this many of a manifest's videos is listed once instead of asked about each.
+LIST_AT = 4
+
+
 def check_sources(manifest: Manifest) -> Preflight:
     """Every manifest line must exist before a single GPU hour is spent on it.
 
-    Stats run a few at a time: for a cloud backend each is a round trip, and thousands of
-    them one after another take minutes.
+    A month of hourly video is hundreds of files per camera folder, and for a cloud backend
+    each question is a round trip (for rclone, a process too): folders holding several of the
+    videos are listed once, the rest are asked about a few at a time.
     """
-    missing, total = [], 0
+    groups: dict[str, list[str]] = {}
+    for entry in manifest.entries:
+        folder, _, name = entry.rpartition("/")
+        if folder and name:
+            groups.setdefault(folder, []).append(entry)
+    listed: dict[str, StoredObject] = {}
+    for folder, entries in groups.items():
+        if len(entries) < LIST_AT:
+            continue
+        try:
+            names = {o.uri.rpartition("/")[2]: o for o in storage_for(folder).list(folder)}
+        except StorageError:  # a missing folder, or one the backend cannot list: ask per file
+            continue
+        # Only hits count: a name the listing leaves out (hidden, another case on Dropbox) is asked.
+        listed.update((e, names[n]) for e in entries if (n := e.rpartition("/")[2]) in names)
+    todo = [e for e in manifest.entries if e not in listed]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        found_all = list(pool.map(lambda entry: storage_for(entry).stat(entry), manifest.entries))
+        asked = dict(zip(todo, pool.map(lambda entry: storage_for(entry).stat(entry), todo)))
+    found_all = [listed.get(e) or asked[e] for e in manifest.entries]
+    missing, total = [], 0
     for entry, found in zip(manifest.entries, found_all):
         if found is None:
             missing.append(entry)
