@@ -28,7 +28,7 @@ from dlcrun.schedulers.slurm import SlurmScheduler, parse_squeue
 from dlcrun.settings import Resources, load_settings
 
 DATA = Path(__file__).parent / "data" / "schedulers"
-SOFTWARE = "PATH=/opt/dlc/bin:/usr/bin:/bin,VIRTUAL_ENV=/opt/dlc"
+SOFTWARE = "PATH=/opt/dlc/bin:/usr/bin:/bin,VIRTUAL_ENV=/opt/dlc,RCLONE_CONFIG=/lab/rclone.conf"
 RES = Resources(gpus=1, cpus=4, mem="16G", time="04:00:00", partition="gpu", account="lab")
 
 
@@ -210,11 +210,13 @@ def test_parse_squeue_skips_non_array_rows() -> None:
 @pytest.fixture(autouse=True)
 def software_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A known submitting environment: PBS jobs get PATH and friends through -v, never -V."""
-    for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX"):
+    for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "RCLONE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", "/opt/dlc/bin:/usr/bin:/bin")
     monkeypatch.setenv("VIRTUAL_ENV", "/opt/dlc")
+    monkeypatch.setenv("RCLONE_CONFIG", "/lab/rclone.conf")  # a path: travels
     monkeypatch.setenv("DROPBOX_TOKEN", "secret-must-not-travel")
+    monkeypatch.setenv("RCLONE_CONFIG_LAB_PASS", "secret-must-not-travel")
 
 
 def test_pbs_pro_exact_qsub_line_and_golden_script(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ARRAY_SIZE = 10000
 # What the job needs from the submitting shell to find the same dlcrun. Not -V: PBS lists a job's
 # variables in `qstat -f`, which other users of the cluster can often read.
-SOFTWARE_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX")
+SOFTWARE_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX", "RCLONE_CONFIG")  # paths, never secrets
 _PENDING = set("QHWTSU")
 _RUNNING = set("R")
 _GONE = re.compile(r"Unknown Job Id|Job has finished|finished job", re.IGNORECASE)
