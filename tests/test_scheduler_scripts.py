@@ -499,3 +499,25 @@ def test_render_quotes_every_word(tmp_path: Path) -> None:
         "dlcrun",
         "task",
     ]
+
+
+def test_cancel_marks_only_the_arrays_that_still_had_work(tmp_path: Path) -> None:
+    """Index 0 died hard in submission 1 (lost); index 1 waits in submission 2, a live local job
+    (a real process). `cancel` stops it: index 1 reads cancelled, index 0 stays lost."""
+    from dlcrun import batch
+    from dlcrun.ledger import Record, write_json
+
+    run = make_run(tmp_path, n=2)
+    add_submission(run, "local", ["local-999999999"], [0])
+    run.write_record(Record(index=0, video="/videos/v0.mp4", state="running", attempts=1))
+    waiting = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    number = add_submission(run, "local", [f"local-{waiting.pid}"], [1])
+    write_json(run.path / "submissions" / f"{number:03d}.local.json", {"0": "pending"})
+    try:
+        assert batch.status(run).states == {0: "lost", 1: "queued"}
+        assert batch.cancel(run) == 1
+        assert waiting.wait(timeout=10) == -signal.SIGTERM
+        assert batch.status(run).states == {0: "lost", 1: "cancelled"}
+        assert [s.cancelled is not None for s in run.submissions()] == [False, True]
+    finally:
+        waiting.kill()

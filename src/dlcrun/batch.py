@@ -225,11 +225,14 @@ def cancel(run: Run) -> int:
     """Stop every array of the run; indices it stops before they start then read ``cancelled``."""
     current = status(run)
     by_scheduler: dict[str, list[Submission]] = {}
+    owner: dict[int, int] = {}  # manifest index -> the submission that last queued it
     for sub in run.submissions():
         by_scheduler.setdefault(sub.scheduler, []).append(sub)
+        owner.update((i, sub.number) for i in sub.indices)
+    busy = {owner[i] for i, state in current.states.items() if state in ("running", "queued") and i in owner}
     for name, subs in by_scheduler.items():
         scheduler_for(name).cancel(run, [j for sub in subs for j in sub.job_ids])
-        for sub in subs:
-            if sub.cancelled is None:
+        for sub in subs:  # only arrays that still had work: an older array's losses stay "lost"
+            if sub.cancelled is None and sub.number in busy:
                 run.mark_cancelled(sub)
     return sum(1 for s in current.states.values() if s in ("running", "queued"))
