@@ -7,6 +7,7 @@ from an rclone.conf file, as a lab's would. No emulation: every call crosses HTT
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -225,12 +226,15 @@ def test_doctor_checks_the_binary_and_the_remotes_the_settings_name(webdav: Serv
     from dlcrun.settings import Settings
 
     assert check_rclone(Settings(dest="/data/keypoints")) is None, "not used, not inside the image: no line"
-    ok = check_rclone(Settings(source="rclone:lab:videos", dest="rclone:lab:keypoints"))
-    assert (
-        ok is not None
-        and ok.status == "ok"
-        and ok.detail.startswith("rclone v")
-        and "remote lab configured" in ok.detail
-    )
+    settings = Settings(source="rclone:lab:videos", dest="rclone:lab:keypoints")
+    ok = check_rclone(settings)
+    assert ok is not None and ok.status == "ok", ok
+    assert ok.detail.startswith("rclone v") and re.search(r"remote lab answered in \d+ ms$", ok.detail)
     bad = check_rclone(Settings(source="rclone:gdrive:videos", dest="rclone:lab:keypoints"))
     assert bad is not None and bad.status == "fail" and bad.detail.startswith("remote gdrive not configured")
+    webdav.stop()
+    down = check_rclone(settings)
+    webdav.start()
+    assert down is not None and down.status == "fail", down
+    assert down.detail.startswith("remote lab unreachable from here: ") and "connection refused" in down.detail
+    assert PASSWORD not in down.detail

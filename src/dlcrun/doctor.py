@@ -205,7 +205,7 @@ def check_dropbox(settings: Settings, endpoint: tuple[str, int] | None, timeout:
 
 
 def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
-    """The rclone binary, and every remote the settings name configured (no network), when
+    """The rclone binary, and every remote the settings name configured and answering, when
     rclone: locations are used; always inside the image, which ships rclone."""
     used = [uri for uri in (settings.source, settings.dest) if uri and scheme_of(uri) == "rclone"]
     if not used and not in_image:
@@ -232,7 +232,21 @@ def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
             "fail",
             f"remote {', '.join(missing)} not configured (rclone config, or RCLONE_CONFIG_<NAME>_TYPE and friends)",
         )
-    return Check("rclone", "ok", version + (f"; remote {', '.join(sorted(names))} configured" if names else ""))
+    for name in sorted(names):  # reachable from here: compute nodes often have no internet
+        start = time.monotonic()
+        probe = subprocess.run(
+            [exe, *backend.private_config(), *_RCLONE_PROBE, f"{name}:"], capture_output=True, text=True, timeout=120
+        )
+        if probe.returncode != 0:
+            reason = backend.last_error(probe.stderr) or f"exit status {probe.returncode}"
+            return Check("rclone", "fail", f"remote {name} unreachable from here: {reason}")
+        took = (time.monotonic() - start) * 1000
+        version += f"; remote {name} answered in {took:.0f} ms"
+    return Check("rclone", "ok", version)
+
+
+_RCLONE_PROBE = ["lsf", "--max-depth", "1", "--dirs-only", "--contimeout", "10s", "--timeout", "20s"]
+_RCLONE_PROBE += ["--retries", "1", "--low-level-retries", "1", "--log-level", "ERROR"]
 
 
 def _import(module: str, quiet: bool = False) -> tuple[Any, Check]:

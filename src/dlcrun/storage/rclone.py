@@ -77,6 +77,12 @@ def private_config() -> tuple[str, ...]:
     return ("--config", copy)
 
 
+def last_error(stderr: str) -> str:
+    """rclone's last log line, without its timestamp and level: the one that says why."""
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 class RcloneStorage:
     def _run(self, args: list[str], timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
         argv = [executable(), *private_config(), *FLAGS, *args]
@@ -86,8 +92,7 @@ class RcloneStorage:
             raise StorageError(f"rclone {args[0]} {args[-1]}: no answer in {timeout:.0f} s") from None
 
     def _fail(self, uri: str, what: str, done: subprocess.CompletedProcess[str]) -> StorageError:
-        lines = [_LOG_PREFIX.sub("", line).strip() for line in done.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        reason = last_error(done.stderr) or f"exit status {done.returncode}"
         return StorageError(f"{uri}: rclone {what} failed: {reason}")
 
     def stat(self, uri: str) -> StoredObject | None:
