@@ -210,6 +210,7 @@ def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4", "c.mp4"])
     videos[2].write_bytes(os.urandom(4096))  # c.mp4: corrupt
     run = start(tmp_path, demo_project, videos, max_running=1)
+    first_settings, first_model = run.settings, run.model
     sub = batch.submit(run)
     assert len(sub.job_ids) == 1 and sub.job_ids[0].isdigit() and sub.scheduler == "slurm"
     final, most_running = follow(run)
@@ -232,10 +233,16 @@ def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
 
     before = {i: run.record(i) for i in (0, 1)}
     shutil.copy(videos[0], videos[2])  # the user replaces the broken file
-    again = CliRunner().invoke(app, ["resubmit", str(run.path)])
+    bad = CliRunner().invoke(app, ["resubmit", str(run.path), "--gpus", "-1"])
+    assert bad.exit_code == 1 and "resources.gpus" in bad.output and len(run.submissions()) == 1, bad.output
+    again = CliRunner().invoke(app, ["resubmit", str(run.path), "--time", "00:20:00", "--max-running", "2"])
     assert again.exit_code == 0, again.output
     (first, second) = run.submissions()
     assert second.indices == [2] and second.job_ids != first.job_ids
+    shown = subprocess.run(["scontrol", "show", "job", second.job_ids[0]], capture_output=True, text=True, check=True)
+    assert "TimeLimit=00:20:00" in shown.stdout, shown.stdout  # what Slurm itself holds for the new array
+    assert run.settings.resources.time == "00:20:00" and run.settings.max_running == 2
+    assert run.settings.batch_size == first_settings.batch_size and run.model == first_model
     final, _ = follow(run)
     assert final.counts["done"] == 3
     assert {i: run.record(i) for i in (0, 1)} == before

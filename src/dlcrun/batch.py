@@ -212,12 +212,18 @@ def status(run: Run) -> Status:
     return Status(run=run, states=states, records=records, counts=Counter(states.values()))
 
 
-def resubmit(run: Run) -> Submission | None:
-    """A new array of the indices that are not done and not queued or running."""
+def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: int | None = None) -> Submission | None:
+    """A new array of the indices that are not done and not queued or running.
+
+    ``resources`` (e.g. ``{"time": "12:00:00"}``) and ``max_running`` change what this and later
+    arrays ask for: the usual answer to indices interrupted by the time limit.
+    """
     current = status(run)
     todo = [i for i, s in sorted(current.states.items()) if s not in ("done", "running", "queued")]
     if not todo:
         return None
+    if resources or max_running is not None:
+        run.update_scheduling(resources or {}, max_running)
     return submit(run, todo)
 
 

@@ -551,6 +551,8 @@ def _print_status(current: Any) -> None:
         out.print(f"  [red]{state}[/red] #{rec.index} {rec.video}: {rec.error}", highlight=False, soft_wrap=True)
     if current.failures or current.counts["cancelled"]:
         out.print(f"rerun them with: dlcrun resubmit {run.id}")
+    if current.counts["interrupted"] and run.settings.scheduler != "local":
+        out.print(f"  stopped by the time limit ({run.settings.resources.time})? resubmit with --time to ask for more")
 
 
 @app.command()
@@ -560,12 +562,20 @@ def resubmit(
     runs_dir: RunsDirOpt = None,
     config: ConfigOpt = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait")] = None,
+    time_limit: Annotated[
+        Optional[str], typer.Option("--time", help="wall time per index from now on, HH:MM:SS (timed-out indices)")
+    ] = None,
+    mem: Annotated[Optional[str], typer.Option(help="memory per index from now on, e.g. 32G")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs per index from now on")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="Slurm partition / PBS queue from now on")] = None,
+    max_running: Annotated[Optional[int], typer.Option(help="indices running at once from now on")] = None,
 ) -> None:
-    """Submit a new array of only the indices that are not done (failed, interrupted, lost)."""
+    """Submit a new array of only the indices that are not done (failed, interrupted, lost, cancelled)."""
     from dlcrun import batch
 
     target = _find(run, runs_dir, config)
-    sub = batch.resubmit(target)
+    changes = {"time": time_limit, "mem": mem, "gpus": gpus, "partition": partition}
+    sub = batch.resubmit(target, {k: v for k, v in changes.items() if v is not None}, max_running)
     if sub is None:
         out.print("nothing to resubmit: every video is done, queued or running")
         return

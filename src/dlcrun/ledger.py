@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dlcrun.errors import RunError
 from dlcrun.manifest import Manifest, read_manifest, write_manifest
 from dlcrun.settings import Settings
@@ -153,6 +155,26 @@ class Run:
     @property
     def settings(self) -> Settings:
         return Settings.model_validate(read_json(self.path / "settings.json"))
+
+    def update_scheduling(self, resources: dict[str, Any], max_running: int | None = None) -> Settings:
+        """Change what later arrays ask the scheduler for (more time, memory, another partition).
+
+        Only scheduling changes: what decides the keypoints (snapshot, batch size, precision,
+        sampling) stays as the run was submitted, so every index's output stays comparable.
+        """
+        current = self.settings
+        merged = {**current.resources.model_dump(), **resources}
+        changes: dict[str, Any] = {"resources": merged}
+        if max_running is not None:
+            changes["max_running"] = max_running
+        try:
+            updated = Settings.model_validate({**current.model_dump(mode="json"), **changes})
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise RunError(f"{self.id}: {reasons}") from None
+        write_json(self.path / "settings.json", updated.model_dump(mode="json"))
+        self._per_task = None
+        return updated
 
     @property
     def model(self) -> dict[str, Any]:
