@@ -7,7 +7,9 @@ slots in without touching it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,20 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
 
 
+@contextlib.contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """A hidden, pid-tagged name beside ``target`` to write to: renamed onto ``target`` when the
+    block ends normally, removed when it raises, so ``target`` is whole or absent."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.dlcrun-part-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -112,4 +128,14 @@ def _load_backends() -> None:
         pass
 
 
-__all__ = ["Storage", "StoredObject", "basename", "join", "register", "scheme_of", "sha256_file", "storage_for"]
+__all__ = [
+    "Storage",
+    "StoredObject",
+    "basename",
+    "join",
+    "register",
+    "scheme_of",
+    "sha256_file",
+    "staged",
+    "storage_for",
+]

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from dlcrun.errors import StorageError, VerificationError
-from dlcrun.storage import StoredObject, register, sha256_file
+from dlcrun.storage import StoredObject, register, sha256_file, staged
 
 
 def to_path(uri: str) -> Path:
@@ -18,16 +18,9 @@ def to_path(uri: str) -> Path:
     return Path(uri)
 
 
-def _temp_beside(target: Path) -> Path:
-    # Hidden and pid-tagged: never mistaken for an output, and two writers never share one.
-    return target.with_name(f".{target.name}.dlcrun-part-{os.getpid()}")
-
-
 def copy_atomic(src: Path, target: Path) -> int:
     """Copy to a temporary name beside ``target``, fsync, check the size, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(target)
-    try:
+    with staged(target) as tmp:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 22)
             fout.flush()
@@ -35,10 +28,6 @@ def copy_atomic(src: Path, target: Path) -> int:
         expected, got = src.stat().st_size, tmp.stat().st_size
         if expected != got:
             raise VerificationError(f"{target}: copied {got} bytes of {expected}; nothing was published")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return got
 
 

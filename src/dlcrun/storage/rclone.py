@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dlcrun.errors import StorageError, VerificationError
-from dlcrun.storage import StoredObject, register, sha256_file
+from dlcrun.storage import StoredObject, register, sha256_file, staged
 
 PREFIX = "rclone:"
 # rclone's exit codes for "directory not found" and "file not found".
@@ -129,19 +129,13 @@ class RcloneStorage:
         found = self.stat(uri)
         if found is None:
             raise StorageError(f"{uri}: no such file")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.dlcrun-part-{os.getpid()}")
-        try:
+        with staged(local) as tmp:
             done = self._run(["copyto", to_remote(uri), str(tmp)], timeout=None)
             if done.returncode != 0:
                 raise self._fail(uri, "copyto", done)
             got = tmp.stat().st_size
             if got != found.size:
                 raise VerificationError(f"{uri}: downloaded {got} bytes of {found.size}; retry the index")
-            os.replace(tmp, local)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return found
 
     def put(self, local: Path, uri: str) -> StoredObject:
