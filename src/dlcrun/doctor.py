@@ -234,9 +234,15 @@ def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
         )
     for name in sorted(names):  # reachable from here: compute nodes often have no internet
         start = time.monotonic()
-        probe = subprocess.run(
-            [exe, *backend.private_config(), *_RCLONE_PROBE, f"{name}:"], capture_output=True, text=True, timeout=120
-        )
+        try:
+            probe = subprocess.run(
+                [exe, *backend.private_config(), *_RCLONE_PROBE, f"{name}:"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except subprocess.TimeoutExpired:
+            return Check("rclone", "fail", f"remote {name} did not answer from here within 120 s")
         if probe.returncode != 0:
             reason = backend.last_error(probe.stderr) or f"exit status {probe.returncode}"
             return Check("rclone", "fail", f"remote {name} unreachable from here: {reason}")
