@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcrun.container import image_info
+from dlcrun.container import runs_here
 from dlcrun.decoders import check_decoder
 from dlcrun.errors import ConfigError, StorageError
 from dlcrun.inference import (
@@ -101,7 +101,7 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
     settings = _absolute(settings)
     preflight = check_sources(manifest) if check else None
     spec = pin(settings)
-    if settings.image is None or image_info() is not None:
+    if runs_here(settings.image):
         check_decoder(settings.decoder)  # the indices run in this environment
     if spec.engine == TENSORFLOW and settings.image is None and not tensorflow_available():
         raise ConfigError(
@@ -119,7 +119,7 @@ def pin(settings: Settings) -> ModelSpec:
     args = (settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
     if deeplabcut_available():
         return pin_model(*args)
-    if settings.image and image_info() is None:
+    if not runs_here(settings.image):
         return pin_in_image(settings.image, *args, scratch=settings.scratch)
     raise ConfigError(
         "DeepLabCut is not installed here: set image (dlcrun.toml or --image) to pin the snapshot and run the "

@@ -45,6 +45,12 @@ def image_info() -> ImageInfo | None:
     return ImageInfo(**{k: str(data.get(k, "")) for k in ImageInfo.__dataclass_fields__})
 
 
+def runs_here(image: str | None) -> bool:
+    """Whether what runs "in the image" runs in this environment: no image is set, or this
+    process is already inside one."""
+    return not image or image_info() is not None
+
+
 def container_runtime() -> str | None:
     """'apptainer', 'podman' or 'docker' when this process runs in a container of that kind."""
     if any(v in os.environ for v in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")):
@@ -94,7 +100,7 @@ def exec_prefix(run: Run) -> list[str]:
     kept out of the image's Python.
     """
     settings = run.settings
-    if not settings.image or image_info() is not None:
+    if runs_here(settings.image):
         return []
     return image_prefix(settings.image, bind_paths(run), settings.scratch, settings.device)
 
@@ -105,7 +111,7 @@ def image_prefix(image: str | None, binds: list[str], scratch: Path | None = Non
     Empty without an image or when already inside it. ``binds`` are reduced to existing,
     outermost folders; ``scratch`` None means the node's, found when the command runs.
     """
-    if not image or image_info() is not None:
+    if runs_here(image):
         return []
     where = shlex.quote(str(scratch)) if scratch else NODE_SCRATCH
     bind = ",".join(['"$s"', *map(shlex.quote, _mountable(binds))])

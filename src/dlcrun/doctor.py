@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from dlcrun.container import container_runtime, image_info
+from dlcrun.container import container_runtime, image_info, runs_here
 from dlcrun.errors import ConfigError
 from dlcrun.settings import Settings, default_scratch
 from dlcrun.storage import scheme_of
@@ -47,7 +47,7 @@ def run_doctor(
     """Every check, in a fixed order. ``require_gpu`` None: required when the settings ask for
     a GPU (device cuda*, or resources.gpus > 0) and indices run in this environment."""
     info = image_info()
-    tasks_here = info is not None or not settings.image
+    tasks_here = runs_here(settings.image)
     if require_gpu is None:
         require_gpu = tasks_here and (settings.device.startswith("cuda") or settings.resources.gpus > 0)
     engine = info.engine if info is not None else _engine(settings)
