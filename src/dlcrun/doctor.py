@@ -210,19 +210,15 @@ def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
     used = [uri for uri in (settings.source, settings.dest) if uri and scheme_of(uri) == "rclone"]
     if not used and not in_image:
         return None
-    exe = shutil.which("rclone")
-    if exe is None:
+    if shutil.which("rclone") is None:
         return Check("rclone", "fail", "not installed (apt-get install rclone); rclone: locations need it")
     from dlcrun.errors import StorageError
     from dlcrun.storage import rclone as backend
 
-    shown = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=60)
-    version = (shown.stdout.splitlines() or ["rclone (version unknown)"])[0]
     try:
+        version = (backend.run(["version"], timeout=60).stdout.splitlines() or ["rclone (version unknown)"])[0]
         names = {backend.to_remote(uri).split(":", 1)[0] for uri in used} - {""}  # "" : an on-the-fly :type:
-        listed = subprocess.run(
-            [exe, *backend.private_config(), "listremotes"], capture_output=True, text=True, timeout=60
-        )
+        listed = backend.run(["listremotes"], timeout=60)
     except StorageError as exc:
         return Check("rclone", "fail", str(exc))
     missing = sorted(names - {line.strip().rstrip(":") for line in listed.stdout.splitlines()})
@@ -235,13 +231,8 @@ def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
     for name in sorted(names):  # reachable from here: compute nodes often have no internet
         start = time.monotonic()
         try:
-            probe = subprocess.run(
-                [exe, *backend.private_config(), *_RCLONE_PROBE, f"{name}:"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        except subprocess.TimeoutExpired:
+            probe = backend.run([*_RCLONE_PROBE, f"{name}:"], timeout=120)
+        except StorageError:
             return Check("rclone", "fail", f"remote {name} did not answer from here within 120 s")
         if probe.returncode != 0:
             reason = backend.last_error(probe.stderr) or f"exit status {probe.returncode}"
@@ -251,8 +242,9 @@ def check_rclone(settings: Settings, in_image: bool = False) -> Check | None:
     return Check("rclone", "ok", version)
 
 
+# One listing, given up quickly; placed after dlcrun's own rclone flags, so these win.
 _RCLONE_PROBE = ["lsf", "--max-depth", "1", "--dirs-only", "--contimeout", "10s", "--timeout", "20s"]
-_RCLONE_PROBE += ["--retries", "1", "--low-level-retries", "1", "--log-level", "ERROR"]
+_RCLONE_PROBE += ["--retries", "1", "--low-level-retries", "1"]
 
 
 def _import(module: str, quiet: bool = False) -> tuple[Any, Check]:

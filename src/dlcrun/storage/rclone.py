@@ -83,20 +83,23 @@ def last_error(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-class RcloneStorage:
-    def _run(self, args: list[str], timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
-        argv = [executable(), *private_config(), *FLAGS, *args]
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise StorageError(f"rclone {args[0]} {args[-1]}: no answer in {timeout:.0f} s") from None
+def run(args: list[str], timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
+    """``rclone ARGS`` with this process's private config and dlcrun's flags (later flags in
+    ``args`` win); a timeout is a StorageError."""
+    argv = [executable(), *private_config(), *FLAGS, *args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise StorageError(f"rclone {args[0]} {args[-1]}: no answer in {timeout:.0f} s") from None
 
+
+class RcloneStorage:
     def _fail(self, uri: str, what: str, done: subprocess.CompletedProcess[str]) -> StorageError:
         reason = last_error(done.stderr) or f"exit status {done.returncode}"
         return StorageError(f"{uri}: rclone {what} failed: {reason}")
 
     def stat(self, uri: str) -> StoredObject | None:
-        done = self._run(["lsjson", "--stat", "--no-mimetype", to_remote(uri)])
+        done = run(["lsjson", "--stat", "--no-mimetype", to_remote(uri)])
         if done.returncode in NOT_FOUND:
             return None
         if done.returncode != 0:
@@ -106,7 +109,7 @@ class RcloneStorage:
 
     def list(self, uri: str, recursive: bool = False) -> Iterator[StoredObject]:
         args = ["lsjson", "--files-only", "--no-mimetype", *(["-R"] if recursive else []), to_remote(uri)]
-        done = self._run(args)
+        done = run(args)
         if done.returncode in NOT_FOUND:
             raise StorageError(f"{uri}: no such folder")
         if done.returncode != 0:
@@ -121,7 +124,7 @@ class RcloneStorage:
     def delete(self, uri: str) -> None:
         if self.stat(uri) is None:
             return
-        done = self._run(["deletefile", to_remote(uri)])
+        done = run(["deletefile", to_remote(uri)])
         if done.returncode != 0 and self.stat(uri) is not None:
             raise self._fail(uri, "deletefile", done)
 
@@ -130,7 +133,7 @@ class RcloneStorage:
         if found is None:
             raise StorageError(f"{uri}: no such file")
         with staged(local) as tmp:
-            done = self._run(["copyto", to_remote(uri), str(tmp)], timeout=None)
+            done = run(["copyto", to_remote(uri), str(tmp)], timeout=None)
             if done.returncode != 0:
                 raise self._fail(uri, "copyto", done)
             got = tmp.stat().st_size
@@ -147,19 +150,19 @@ class RcloneStorage:
         hidden = f"{folder}{sep}.{name}.dlcrun-part-{os.getpid()}-{secrets.token_hex(3)}"
         digest = sha256_file(local)
         try:
-            done = self._run(["copyto", str(local), hidden], timeout=None)
+            done = run(["copyto", str(local), hidden], timeout=None)
             if done.returncode != 0:
                 raise self._fail(uri, "copyto", done)
-            check = self._run(["hashsum", "sha256", "--download", hidden], timeout=None)
+            check = run(["hashsum", "sha256", "--download", hidden], timeout=None)
             if check.returncode != 0:
                 raise self._fail(uri, "hashsum", check)
             if check.stdout.split()[:1] != [digest]:
                 raise VerificationError(f"{uri}: content changed in transit; nothing was published, retry the index")
-            done = self._run(["moveto", hidden, remote], timeout=None)
+            done = run(["moveto", hidden, remote], timeout=None)
             if done.returncode != 0:
                 raise self._fail(uri, "moveto", done)
         except BaseException:
-            self._run(["deletefile", "--retries", "1", hidden])
+            run(["deletefile", "--retries", "1", hidden])
             raise
         found = self.stat(uri)
         if found is None or found.size != local.stat().st_size:
