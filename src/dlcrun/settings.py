@@ -103,10 +103,12 @@ class Settings(BaseSettings):
     @field_validator("decoder")
     @classmethod
     def _known_decoder(cls, value: str) -> str:
-        from dlcrun.decoders import KNOWN
+        from dlcrun.decoders import known_decoder
 
-        if value not in KNOWN:  # a typo; whether it is installed is checked where indices run
-            raise ValueError(f"unknown decoder '{value}' (dlcrun has: {', '.join(KNOWN)})")
+        try:  # a typo; whether it is installed is checked where indices run
+            known_decoder(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

@@ -67,10 +67,15 @@ def register(name: str) -> Callable[[Callable[[], Decoder]], Callable[[], Decode
 KNOWN = ("opencv", "pyav")
 
 
-def check_decoder(name: str) -> None:
-    """``name`` must be a decoder dlcrun has, and (where indices run here) one installed here."""
+def known_decoder(name: str) -> None:
+    """``name`` must be a decoder dlcrun has, installed here or not."""
     if name not in KNOWN:
         raise ConfigError(f"unknown decoder '{name}' (dlcrun has: {', '.join(KNOWN)})")
+
+
+def check_decoder(name: str) -> None:
+    """``name`` must be a decoder dlcrun has, and installed here (where indices run here)."""
+    known_decoder(name)
     decoder_for(name)
 
 
