@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(text: object, limit: int | None = 500) -> str:
+    """``text`` with its whitespace and line breaks collapsed, cut at ``limit`` characters: what
+    a record, a result file or a one-line message can hold of an exception or a tool's stderr."""
+    return " ".join(str(text).split())[:limit]
+
+
 class DlcrunError(Exception):
     """Base of every error dlcrun raises on purpose; the message is meant for the user."""
 

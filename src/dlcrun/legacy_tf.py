@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from dlcrun.errors import ConfigError, DlcrunError, InferenceError
+from dlcrun.errors import ConfigError, DlcrunError, InferenceError, one_line
 from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, project_config, selected_snapshot
 
 log = logging.getLogger(__name__)
@@ -373,17 +373,13 @@ def loader_watch(abort: Callable[[str], NoReturn] | None) -> Iterator[None]:
         called = frames[names.index("load_and_enqueue") + 1 :]
         if called and called[0].name == "run" and "tensorflow" in called[0].filename:
             return
-        abort(f"DeepLabCut's TensorFlow data loader died: {args.exc_type.__name__}: {_one_line(args.exc_value)}")
+        abort(f"DeepLabCut's TensorFlow data loader died: {args.exc_type.__name__}: {one_line(args.exc_value)}")
 
     threading.excepthook = hook
     try:
         yield
     finally:
         threading.excepthook = previous
-
-
-def _one_line(exc: BaseException | None) -> str:
-    return " ".join(str(exc).split())[:500]
 
 
 def _set_pose_cfg(path: Path, **values: Any) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError
+from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError, one_line
 from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_analyzer, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.manifest import output_folders
@@ -199,7 +199,7 @@ class _Pipeline:
                 index=index,
                 video="",
                 state="failed",
-                error=_one_line(str(exc)),
+                error=one_line(str(exc)),
                 started=now(),
                 finished=now(),
                 job_id=job_id_from_environment(),
@@ -328,10 +328,10 @@ class _Pipeline:
             elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
                 record.state, record.error = "interrupted", str(exc)
             elif isinstance(exc, DlcrunError):
-                record.state, record.error = "failed", _one_line(str(exc))
+                record.state, record.error = "failed", one_line(str(exc))
             else:  # an index must always leave a record; the traceback goes to its log
                 log.error("index %d: unexpected error", job.plan.index, exc_info=exc)
-                record.state, record.error = "failed", _one_line(f"{type(exc).__name__}: {exc}")
+                record.state, record.error = "failed", one_line(f"{type(exc).__name__}: {exc}")
             shutil.rmtree(job.workdir, ignore_errors=True)
             record.finished = now()
             self.run_.write_record(record)
@@ -410,7 +410,3 @@ def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], i
         return None
     outputs = [Output(uri=f.uri, size=f.size, sha256=f.sha256 or "") for f in found if f is not None]
     return outputs, frames, stride
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dlcrun.container import image_prefix
-from dlcrun.errors import ConfigError, DlcrunError
+from dlcrun.errors import ConfigError, DlcrunError, one_line
 from dlcrun.ledger import now, read_json, write_json
 from dlcrun.schedulers import scheduler_for
 from dlcrun.settings import Settings
@@ -124,11 +124,15 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
     outcome["started"] = now()
     clock = time.monotonic()
 
+    def finish() -> None:
+        outcome.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
+        write_json(workdir / RESULT, outcome)
+
     def abort(reason: str) -> NoReturn:
         """A failure no exception can carry out of DLC: record it and end the process now."""
         log.error("training failed: %s", reason)
-        outcome.update(state="failed", error=reason, finished=now(), seconds=round(time.monotonic() - clock, 1))
-        write_json(workdir / RESULT, outcome)
+        outcome.update(state="failed", error=reason)
+        finish()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -156,12 +160,11 @@ def run_training_task(workdir: Path) -> dict[str, Any]:
     except Interrupted as exc:
         outcome.update(state="interrupted", error=str(exc))
     except DlcrunError as exc:
-        outcome.update(state="failed", error=" ".join(str(exc).split()))
+        outcome.update(state="failed", error=one_line(exc, None))
     except Exception as exc:  # the job must always leave a result; the traceback goes to its log
         log.exception("training failed")
-        outcome.update(state="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
-    outcome.update(finished=now(), seconds=round(time.monotonic() - clock, 1))
-    write_json(workdir / RESULT, outcome)
+        outcome.update(state="failed", error=f"{type(exc).__name__}: {one_line(exc)}")
+    finish()
     return outcome
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcrun.errors import SubmissionError
+from dlcrun.errors import SubmissionError, one_line
 from dlcrun.ledger import Run, read_json, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
@@ -145,7 +145,7 @@ class PbsScheduler:
             return {}
         done = self.runner(["qstat", "-f", "-t", *wanted])
         if done.returncode != 0 and not _only_gone(done.stderr):
-            raise SubmissionError(f"qstat failed: {' '.join(done.stderr.split())[:300]}")
+            raise SubmissionError(f"qstat failed: {one_line(done.stderr, 300)}")
         out: dict[int, str] = {}
         for job_id, state in parse_qstat(done.stdout):
             found = re.match(r"(\d+)(?:\[(\d*)\])?", job_id)
@@ -162,7 +162,7 @@ class PbsScheduler:
             return
         done = self.runner(["qdel", *job_ids])
         if done.returncode != 0 and not _only_gone(done.stderr):
-            raise SubmissionError(f"qdel failed: {' '.join(done.stderr.split())[:300]}")
+            raise SubmissionError(f"qdel failed: {one_line(done.stderr, 300)}")
 
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
         script_path = workdir / "train.pbs"

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dlcrun.errors import ConfigError, SubmissionError
+from dlcrun.errors import ConfigError, SubmissionError, one_line
 from dlcrun.schedulers import PREVIOUS, JobPlan
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -38,7 +38,7 @@ def checked(runner: Runner, argv: list[str]) -> str:
     """stdout of ``argv``, or a SubmissionError quoting the client's own complaint."""
     done = runner(argv)
     if done.returncode != 0:
-        said = " ".join((done.stderr or done.stdout or "").split())[:300] or f"exit status {done.returncode}"
+        said = one_line(done.stderr or done.stdout or "", 300) or f"exit status {done.returncode}"
         raise SubmissionError(f"{argv[0]} failed: {said}")
     return done.stdout
 

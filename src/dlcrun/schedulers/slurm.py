@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from dlcrun.errors import SubmissionError
+from dlcrun.errors import SubmissionError, one_line
 from dlcrun.ledger import Run, read_json, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
@@ -125,7 +125,7 @@ class SlurmScheduler:
         if done.returncode != 0:
             if "Invalid job id" in done.stderr:  # every array has ended and been purged
                 return {}
-            raise SubmissionError(f"squeue failed: {' '.join(done.stderr.split())[:300]}")
+            raise SubmissionError(f"squeue failed: {one_line(done.stderr, 300)}")
         out: dict[int, str] = {}
         for array_job, task, state in parse_squeue(done.stdout):
             if array_job not in offsets or state not in _PENDING | _RUNNING:
