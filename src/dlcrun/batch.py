@@ -165,6 +165,7 @@ class Status:
     states: dict[int, str]
     records: dict[int, Record]
     counts: Counter[str] = field(default_factory=Counter)
+    submissions: list[Submission] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Record]:
@@ -175,18 +176,22 @@ class Status:
         return all(s not in ("pending", "running", "queued") for s in self.states.values())
 
 
+def last_submission(submissions: list[Submission]) -> dict[int, Submission]:
+    """Per manifest index, the submission that queued it last."""
+    return {i: sub for sub in submissions for i in sub.indices}
+
+
 def status(run: Run) -> Status:
     """Merge the ledger (the truth for finished indices) with the scheduler's live view."""
     records = run.records()
+    submissions = run.submissions()
     live: dict[int, str] = {}
     by_scheduler: dict[str, list[str]] = {}
-    for sub in run.submissions():
+    for sub in submissions:
         by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
     for name, jobs in by_scheduler.items():
         live.update(scheduler_for(name).states(run, jobs))
-    last_sub: dict[int, Submission] = {}
-    for sub in run.submissions():
-        last_sub.update((i, sub) for i in sub.indices)
+    last_sub = last_submission(submissions)
     last_submitted = {i: sub.submitted for i, sub in last_sub.items()}
     states: dict[int, str] = {}
     for i in range(len(run)):
@@ -209,7 +214,7 @@ def status(run: Run) -> Status:
             states[i] = rec.state
         else:
             states[i] = "lost" if i in last_sub else "pending"
-    return Status(run=run, states=states, records=records, counts=Counter(states.values()))
+    return Status(run=run, states=states, records=records, counts=Counter(states.values()), submissions=submissions)
 
 
 def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: int | None = None) -> Submission | None:
@@ -231,11 +236,10 @@ def cancel(run: Run) -> int:
     """Stop every array of the run; indices it stops before they start then read ``cancelled``."""
     current = status(run)
     by_scheduler: dict[str, list[Submission]] = {}
-    owner: dict[int, int] = {}  # manifest index -> the submission that last queued it
-    for sub in run.submissions():
+    for sub in current.submissions:
         by_scheduler.setdefault(sub.scheduler, []).append(sub)
-        owner.update((i, sub.number) for i in sub.indices)
-    busy = {owner[i] for i, state in current.states.items() if state in ("running", "queued") and i in owner}
+    owner = last_submission(current.submissions)
+    busy = {owner[i].number for i, state in current.states.items() if state in ("running", "queued") and i in owner}
     for name, subs in by_scheduler.items():
         scheduler_for(name).cancel(run, [j for sub in subs for j in sub.job_ids])
         for sub in subs:  # only arrays that still had work: an older array's losses stay "lost"
