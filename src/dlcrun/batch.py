@@ -14,10 +14,9 @@ from dlcrun.errors import ConfigError, StorageError
 from dlcrun.inference import (
     TENSORFLOW,
     ModelSpec,
-    deeplabcut_available,
+    installed,
     pin_in_image,
     pin_model,
-    tensorflow_available,
 )
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
@@ -103,7 +102,7 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
     spec = pin(settings)
     if runs_here(settings.image):
         check_decoder(settings.decoder)  # the indices run in this environment
-    if spec.engine == TENSORFLOW and settings.image is None and not tensorflow_available():
+    if spec.engine == TENSORFLOW and runs_here(settings.image) and not installed("tensorflow"):
         raise ConfigError(
             f"{settings.project}: shuffle {settings.shuffle} is a TensorFlow-engine (DLC 2.x) model and neither this "
             "environment nor an image has TensorFlow: build the TensorFlow image (make image ENGINE=tensorflow) and "
@@ -117,7 +116,7 @@ def pin(settings: Settings) -> ModelSpec:
     """The snapshot every index will use: pinned here, or inside the image where DLC is not installed."""
     assert settings.project is not None
     args = (settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
-    if deeplabcut_available():
+    if installed("deeplabcut"):
         return pin_model(*args)
     if not runs_here(settings.image):
         return pin_in_image(settings.image, *args, scratch=settings.scratch)

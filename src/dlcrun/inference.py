@@ -150,18 +150,12 @@ def shuffle_engine(project: Path, shuffle: int = 1, trainingsetindex: int = 0) -
     return PYTORCH  # DLC 3's default; the PyTorch loader then says what is missing
 
 
-def tensorflow_available() -> bool:
-    """Whether TensorFlow-engine shuffles can run in this environment (no import: it takes seconds)."""
+def installed(module: str) -> bool:
+    """Whether ``module`` is installed here, without importing it (DLC and TensorFlow take seconds);
+    a login node may have dlcrun alone (make install-login), and TensorFlow lives in its own venv."""
     import importlib.util
 
-    return importlib.util.find_spec("tensorflow") is not None
-
-
-def deeplabcut_available() -> bool:
-    """Whether DeepLabCut is installed here; a login node may have dlcrun alone (make install-login)."""
-    import importlib.util
-
-    return importlib.util.find_spec("deeplabcut") is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def pin_in_image(

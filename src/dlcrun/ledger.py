@@ -173,7 +173,6 @@ class Run:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise RunError(f"{self.id}: {reasons}") from None
         write_json(self.path / "settings.json", updated.model_dump(mode="json"))
-        self._per_task = None
         return updated
 
     @property
