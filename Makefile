@@ -4,15 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-tf install-login system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev image clean
+.PHONY: install install-tf install-login system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev lock-hashes image clean
 
 install: $(STAMP)
 
-# Exact pins from requirements.lock (torch included: a looser spec pulls a multi-GB CUDA build).
+# Exact pins from requirements.lock (torch included: a looser spec pulls a multi-GB CUDA build), in
+# pip's hash-checking mode: every file's sha256 must be one the lock lists (make lock-hashes). The
+# project itself has no single file to hash, so it is installed on its own, without dependencies.
 $(STAMP): requirements.lock requirements-test.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-test.txt
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock -r requirements-test.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
@@ -28,21 +30,31 @@ install-tf: $(TF_STAMP)
 $(TF_STAMP): requirements-tensorflow-dev.lock requirements-test.txt pyproject.toml
 	@test -x $(TF_BIN)/python || $(PYTHON) -m venv $(TF_VENV)
 	$(TF_BIN)/python -m pip install -q --upgrade pip
-	$(TF_BIN)/python -m pip install -q -r requirements-tensorflow-dev.lock -r requirements-test.txt
+	$(TF_BIN)/python -m pip install -q --require-hashes -r requirements-tensorflow-dev.lock -r requirements-test.txt
 	$(TF_BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
 # dlcrun without DeepLabCut, for a cluster's login node: select, submit, follow and resubmit runs
 # whose indices (and the snapshot pinning) run in the image. A few hundred MB instead of ~7 GB.
+# The lock's hashes would put `-c requirements.lock -e .` in hash-checking mode, which refuses the
+# editable project; so pip resolves dlcrun's core against the lock's pins without hashes (metadata
+# only), its picks are installed from the hashed lock with --require-hashes, then dlcrun --no-deps.
 LOGIN_VENV  ?= .venv-login
 LOGIN_STAMP := $(LOGIN_VENV)/.installed
 
 install-login: $(LOGIN_STAMP)
 
-$(LOGIN_STAMP): requirements.lock pyproject.toml
+$(LOGIN_STAMP): requirements.lock pyproject.toml container/hash_lock.py
 	@test -x $(LOGIN_VENV)/bin/python || $(PYTHON) -m venv $(LOGIN_VENV)
 	$(LOGIN_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LOGIN_VENV)/bin/python -m pip install -q -c requirements.lock -e .
+	$(LOGIN_VENV)/bin/python container/hash_lock.py --strip requirements.lock > $(LOGIN_VENV)/constraints.txt
+	$(LOGIN_VENV)/bin/python -m pip install -q --dry-run --ignore-installed --report $(LOGIN_VENV)/resolved.json \
+	  -c $(LOGIN_VENV)/constraints.txt .
+	$(LOGIN_VENV)/bin/python container/hash_lock.py --subset $(LOGIN_VENV)/resolved.json requirements.lock \
+	  > $(LOGIN_VENV)/login.lock
+	$(LOGIN_VENV)/bin/python -m pip install -q --require-hashes --no-deps -r $(LOGIN_VENV)/login.lock
+	$(LOGIN_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(LOGIN_VENV)/bin/python -m pip check
 	@touch $@
 
 # The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
@@ -80,21 +92,33 @@ lint: install
 
 # Re-resolve the lock from pyproject's ranges (run by a maintainer, then commit the result).
 # --all keeps setuptools, which torch needs at run time (the image installs the lock with --no-deps).
+# The lock's comments are kept; the hashes are then fetched for the new pins (make lock-hashes).
 lock: install
-	$(BIN)/python -m pip freeze --all --exclude-editable \
-	  | grep -viE '^(pip|wheel|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)==' > requirements.lock.new
+	{ grep '^#' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -viE '^(pip|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)=='; } \
+	  > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+	$(BIN)/python container/hash_lock.py requirements.lock
 
 # The .venv-tf lock, from what is installed there (a maintainer runs it after changing the pins).
 lock-tf-dev: install-tf
 	{ grep '^#' requirements-tensorflow-dev.lock; $(TF_BIN)/python -m pip freeze --all --exclude-editable \
-	  | grep -viE '^(pip|wheel|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)=='; } \
+	  | grep -viE '^(pip|pytest|pluggy|iniconfig|ruff|trustme|cryptography|cffi|pycparser|spython)=='; } \
 	  > requirements-tensorflow-dev.lock.new
 	mv requirements-tensorflow-dev.lock.new requirements-tensorflow-dev.lock
+	$(TF_BIN)/python container/hash_lock.py requirements-tensorflow-dev.lock
 
 # The TensorFlow image's lock, resolved by pip for the image's Python 3.12 without installing it.
 lock-tensorflow: install
 	$(BIN)/python container/lock_tensorflow.py
+	$(BIN)/python container/hash_lock.py requirements-tensorflow.lock
+
+# The sha256 of every wheel and sdist of each pinned version (from PyPI, all platforms; plus files of
+# this machine's local wheel store, as pip is set up, and of WHEELS=DIR, that PyPI lacks or builds
+# differently) into requirements.lock, requirements-test.txt and both TensorFlow locks, for pip's
+# hash-checking mode. Needs PyPI only; re-running changes nothing until a pin or a file changes.
+lock-hashes:
+	$(PYTHON) container/hash_lock.py $(if $(WHEELS),--local $(WHEELS))
 
 # The image (container/build.sh says more): `make image`, `make image ENGINE=tensorflow`,
 # `make image BUILDER=docker|podman`, `make image DRY_RUN=1` to see the commands only.

@@ -5,13 +5,17 @@
 # two cannot drift. Two steps, so an OCI build caches the multi-GB dependency layer across dlcrun edits:
 #
 #   install.sh deps   ENGINE VARIANT   system Python from the base, a venv, the lock with --no-deps
-#                                      (the lock is the whole closure: pip resolves nothing)
+#                                      (the lock is the whole closure: pip resolves nothing) in pip's
+#                                      hash-checking mode: a file whose sha256 the lock does not
+#                                      list (make lock-hashes) stops the build
 #   install.sh dlcrun ENGINE VARIANT   dlcrun itself, `pip check`, and /opt/dlcrun/image.json
 #
 # ENGINE: pytorch (requirements.lock) | tensorflow (requirements-tensorflow.lock).
 # VARIANT: gpu | cpu; cpu leaves out the CUDA wheels (nvidia-*, cuda-*, triton) and takes the CPU
-# builds of torch/torchvision from TORCH_CPU_INDEX. A wheelhouse mounted at /wheels (an offline
-# build, or a site mirror) is searched before the index: the same pins, from local files.
+# builds of torch/torchvision (`+cpu` versions) from TORCH_CPU_INDEX, in a second pip call at the
+# lock's versions but without hashes: the lock hashes PyPI's files, and the PyTorch index's +cpu
+# builds are not on PyPI. A wheelhouse mounted at /wheels (an offline build, or a site mirror) is
+# searched before the index: the same pins, from local files, which must match the lock's hashes.
 set -eu
 
 STEP=${1:?usage: install.sh deps|dlcrun ENGINE VARIANT}
@@ -48,14 +52,18 @@ deps)
   rm -rf /var/lib/apt/lists/*
   python3 -m venv "$PREFIX"
   requirements=$LOCK
-  index=""
   if [ "$VARIANT" = cpu ]; then
     requirements=/tmp/dlcrun-cpu.lock
-    grep -v -i -E '^(nvidia-|cuda-|triton==)' "$LOCK" > "$requirements"
-    index="--extra-index-url $TORCH_CPU_INDEX"
+    # A requirement is its `name==version \` line and the indented --hash lines after it.
+    awk '/^[^ \t]/ { skip = tolower($0) ~ /^(nvidia-|cuda-|triton==|torch==|torchvision==)/ } !skip' \
+      "$LOCK" > "$requirements"
   fi
-  # shellcheck disable=SC2086
-  $pip install -q --no-deps --only-binary=:all: $index -r "$requirements"
+  $pip install -q --require-hashes --no-deps --only-binary=:all: -r "$requirements"
+  if [ "$VARIANT" = cpu ]; then
+    torch=$(grep -E '^(torch|torchvision)==' "$LOCK" | cut -d' ' -f1)
+    # shellcheck disable=SC2086
+    $pip install -q --no-deps --only-binary=:all: --index-url "$TORCH_CPU_INDEX" $torch
+  fi
   rm -f /tmp/dlcrun-cpu.lock
   ;;
 dlcrun)

@@ -2,7 +2,7 @@
 
 pip resolves for the image's interpreter (CPython 3.12, manylinux x86_64) without installing
 anything (``--dry-run --report``), so this runs on any machine that reaches PyPI. Run through
-``make lock-tensorflow``; commit the result.
+``make lock-tensorflow``, which then adds the pins' hashes (container/hash_lock.py); commit the result.
 """
 
 from __future__ import annotations

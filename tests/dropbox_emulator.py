@@ -29,6 +29,7 @@ import shutil
 import ssl
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -165,6 +166,7 @@ class DropboxEmulator:
             self.codes: dict[str, tuple[str, str]] = {}  # authorization code -> (app key, PKCE challenge)
             self.issued: list[str] = []  # every secret handed out, for the no-leak checks
             self.faults: list[tuple[str, str, dict[str, Any]]] = []
+            self.stalled = threading.Event()  # set when a "stall" fault starts
             self.calls: list[str] = []
             self.ranges: list[str | None] = []  # the Range header of every download
             self.page_size = 2
@@ -472,6 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
         route = urllib.parse.urlparse(self.path).path.strip("/")
         taken = em.take_fault(route.removeprefix("2/"))
         kind, params = taken if taken else (None, {})
+        if kind == "stall":  # a slow link: the reply (and the commit) come late
+            em.stalled.set()
+            time.sleep(float(params.get("seconds", 5)))
         if kind == "429":
             wait = str(params.get("retry_after", 1))
             return self._send(Reply.text(429, "too many requests", **{"Retry-After": wait}))

@@ -8,12 +8,15 @@ container/Dockerfile; the Dockerfile is then built for real with podman from a l
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,13 +52,21 @@ def makefile_bases() -> dict[str, str]:
     return dict(re.findall(r"^BASE_(\w+)\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M))
 
 
+HASH_NOTE = re.compile(r"^# --- hashes .*?\n(.*?)^# --- end of hashes note ---$", re.M | re.S)
+
+
 def lock_pins(path: Path) -> dict[str, str]:
+    """name -> version; each pin exact and with the sha256 of its files (make lock-hashes)."""
     pins: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in re.sub(r"\\\n[ \t]*", " ", path.read_text()).splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        name, sep, version = line.partition("==")
-        assert sep and re.fullmatch(r"[\w.+!-]+", version), f"{path.name}: '{line}' is not an exact pin"
+        requirement, *options = line.split()
+        name, sep, version = requirement.partition("==")
+        assert sep and re.fullmatch(r"[\w.+!-]+", version), f"{path.name}: '{requirement}' is not an exact pin"
+        assert options and all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", o) for o in options), (
+            f"{path.name}: {requirement} carries no sha256 hashes (make lock-hashes)"
+        )
         key = canonicalize_name(name)
         assert key not in pins, f"{path.name}: {name} pinned twice"
         pins[key] = version
@@ -121,7 +132,7 @@ def test_install_script_installs_exactly_the_lock_of_each_engine() -> None:
     script = (ROOT / "container" / "install.sh").read_text()
     assert "pytorch) LOCK=$SRC/requirements.lock" in script
     assert "tensorflow) LOCK=$SRC/requirements-tensorflow.lock" in script
-    assert re.search(r'pip install -q --no-deps --only-binary=:all: \$index -r "\$requirements"', script)
+    assert re.search(r'pip install -q --require-hashes --no-deps --only-binary=:all: -r "\$requirements"', script)
     assert "$pip check" in script
     script = str(ROOT / "container" / "install.sh")
     bad = subprocess.run(["sh", script, "deps", "caffe"], capture_output=True, text=True)
@@ -139,8 +150,139 @@ def test_locks_are_exact_and_cover_pyproject() -> None:
             assert req.specifier.contains(version, prereleases=True), f"{lock}: {req.name}=={version} outside {spec}"
         assert pins["deeplabcut"] == "3.0.2" and "setuptools" in pins
     assert lock_pins(ROOT / "requirements.lock")["torch"] == "2.14.1"
+    assert {"pytest", "ruff", "trustme"} <= set(lock_pins(ROOT / "requirements-test.txt"))
     tf = lock_pins(ROOT / "requirements-tensorflow.lock")
     assert tf["tensorflow"].startswith("2.18.") and "tf-keras" in tf and "tensorpack" in tf
+
+
+def test_every_install_of_a_lock_checks_its_hashes() -> None:
+    """make install/install-tf/install-login and both image recipes (install.sh) install in pip's
+    hash-checking mode; the lock targets refresh the hashes; a pin hashed from a local wheel store
+    alone (not on PyPI) is named in the README."""
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [line for line in makefile.splitlines() if re.search(r"pip install .*-r ", line)]
+    assert len(installs) == 3 and all("--require-hashes" in line for line in installs), installs
+    assert "--require-hashes -r requirements.lock -r requirements-test.txt" in makefile
+    assert "--require-hashes -r requirements-tensorflow-dev.lock -r requirements-test.txt" in makefile
+    assert "--require-hashes --no-deps -r $(LOGIN_VENV)/login.lock" in makefile
+    assert not re.search(r"^\t.*-c requirements\.lock", makefile, re.M)  # hashed constraints refuse `-e .`
+    recipes = dict(re.findall(r"^([\w-]+):[^\n]*\n((?:\t.*\n)+)", makefile, re.M))
+    for target, lock in (
+        ("lock", "requirements.lock"),
+        ("lock-tf-dev", "requirements-tensorflow-dev.lock"),
+        ("lock-tensorflow", "requirements-tensorflow.lock"),
+    ):
+        assert f"container/hash_lock.py {lock}" in recipes[target], target
+    assert "container/hash_lock.py" in recipes["lock-hashes"]
+    script = (ROOT / "container" / "install.sh").read_text()
+    assert len(re.findall(r"pip install .*--require-hashes", script)) == 1
+
+    readme = (ROOT / "README.md").read_text()
+    for lock in (
+        "requirements.lock",
+        "requirements-test.txt",
+        "requirements-tensorflow.lock",
+        "requirements-tensorflow-dev.lock",
+    ):
+        note = HASH_NOTE.search((ROOT / lock).read_text())
+        assert note, f"{lock}: no hashes note (make lock-hashes)"
+        for pin in re.findall(r"^#   (\S+==\S+): ", note.group(1), re.M):
+            assert pin in readme, f"{lock}: {pin} is hashed from a local wheel store only; the README must say why"
+
+
+def test_hash_lock_hashes_pypi_files_and_local_ones(tmp_path: Path) -> None:
+    """container/hash_lock.py against a loopback PyPI JSON API and a local wheel folder."""
+    releases = {
+        ("demo-pkg", "2.0"): [
+            {
+                "filename": "demo_pkg-2.0-py3-none-any.whl",
+                "packagetype": "bdist_wheel",
+                "digests": {"sha256": "a" * 64},
+            },
+            {"filename": "demo_pkg-2.0.tar.gz", "packagetype": "sdist", "digests": {"sha256": "b" * 64}},
+            {"filename": "demo_pkg-2.0-py3.6.egg", "packagetype": "bdist_egg", "digests": {"sha256": "e" * 64}},
+        ],
+        ("old-pkg", "1.0"): [  # only in the project's JSON (a mirror that answers no per-release JSON)
+            {"filename": "old_pkg-1.0-py3-none-any.whl", "packagetype": "bdist_wheel", "digests": {"sha256": "c" * 64}},
+        ],
+    }
+
+    class PyPI(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            parts = self.path.strip("/").split("/")  # pypi/NAME/[VERSION/]json
+            body = None
+            if len(parts) == 4 and (parts[1], parts[2]) in releases and parts[1] != "old-pkg":
+                body = {"urls": releases[(parts[1], parts[2])]}
+            elif len(parts) == 3 and any(name == parts[1] for name, _ in releases):
+                body = {"releases": {v: files for (n, v), files in releases.items() if n == parts[1]}}
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            if body:
+                self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PyPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo_pkg-2.0-py3-none-any.whl").write_bytes(b"a local build")  # differs from PyPI's
+    (wheels / "localonly_pkg-1.0-py3-none-any.whl").write_bytes(b"only here")
+    (wheels / "localonly_pkg-1.1-py3-none-any.whl").write_bytes(b"another version")
+    lock = tmp_path / "x.lock"
+    lock.write_text("# the lock's own header\ndemo-pkg==2.0\nlocalonly-pkg==1.0\nold-pkg==1.0\n")
+    script = str(ROOT / "container" / "hash_lock.py")
+    env = {**os.environ, "HASH_LOCK_PYPI": f"http://127.0.0.1:{server.server_port}/pypi"}
+
+    def hash_lock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, script, "--no-pip-config", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    try:
+        first = hash_lock("--local", str(wheels), str(lock))
+        assert first.returncode == 0, first.stderr
+        text = lock.read_text()
+        assert hash_lock("--local", str(wheels), str(lock)).returncode == 0
+        assert lock.read_text() == text  # idempotent
+        missing = tmp_path / "missing.lock"
+        missing.write_text("nowhere-pkg==1.0\n")
+        failed = hash_lock(str(missing))
+        assert failed.returncode != 0 and "nowhere-pkg==1.0" in failed.stderr
+        assert missing.read_text() == "nowhere-pkg==1.0\n"
+    finally:
+        server.shutdown()
+
+    assert text.startswith("# the lock's own header\n# --- hashes")
+    note = HASH_NOTE.search(text).group(1)
+    assert "#   localonly-pkg==1.0: not on PyPI" in note and "localonly_pkg-1.0-" in note
+    assert "localonly_pkg-1.1" not in note
+    assert re.search(r"#   demo-pkg==2.0: .*demo_pkg-2.0-py3-none-any.whl differs from PyPI", note)
+    assert "old-pkg" not in note
+    local = hashlib.sha256(b"a local build").hexdigest()
+    demo = re.search(r"^demo-pkg==2\.0 ((?:\\\n    --hash=sha256:\w+ ?)+)$", text, re.M)
+    assert demo and re.findall(r"sha256:(\w+)", demo.group(1)) == sorted(["a" * 64, "b" * 64, local])  # no egg
+    assert f"localonly-pkg==1.0 \\\n    --hash=sha256:{hashlib.sha256(b'only here').hexdigest()}\n" in text
+    assert f"old-pkg==1.0 \\\n    --hash=sha256:{'c' * 64}\n" in text
+    assert lock_pins(lock) == {"demo-pkg": "2.0", "localonly-pkg": "1.0", "old-pkg": "1.0"}
+
+    # make install-login: the pins without hashes to resolve against, then the hashed ones pip picked
+    stripped = hash_lock("--strip", str(lock))
+    assert stripped.stdout == "demo-pkg==2.0\nlocalonly-pkg==1.0\nold-pkg==1.0\n"
+    report = tmp_path / "report.json"
+    project = {
+        "metadata": {"name": "dlcrun", "version": "0.1.0"},
+        "download_info": {"url": "file:///x", "dir_info": {}},
+    }
+    picked = {"metadata": {"name": "Old_Pkg", "version": "1.0"}, "download_info": {"url": "https://x"}}
+    report.write_text(json.dumps({"install": [project, picked]}))
+    subset = hash_lock("--subset", str(report), str(lock))
+    assert subset.returncode == 0 and subset.stdout == f"old-pkg==1.0 \\\n    --hash=sha256:{'c' * 64}\n"
+    picked["metadata"]["version"] = "1.1"
+    report.write_text(json.dumps({"install": [project, picked]}))
+    subset = hash_lock("--subset", str(report), str(lock))
+    assert subset.returncode != 0 and "does not pin Old_Pkg==1.1" in subset.stderr
 
 
 def test_the_tensorflow_image_pins_the_engine_the_tests_run() -> None:
@@ -211,6 +353,10 @@ def local_wheelhouse(folder: Path) -> Path:
     """
     folder.mkdir()
     report = folder.parent / "report.json"
+    # Without the hashes: in hash-checking mode pip downloads every wheel in full even for --dry-run.
+    pins = folder.parent / "pins.txt"
+    strip = [sys.executable, str(ROOT / "container" / "hash_lock.py"), "--strip", str(ROOT / "requirements.lock")]
+    pins.write_text(subprocess.run(strip, check=True, capture_output=True, text=True).stdout)
     subprocess.run(
         [
             sys.executable,
@@ -227,7 +373,7 @@ def local_wheelhouse(folder: Path) -> Path:
             "--report",
             str(report),
             "-r",
-            str(ROOT / "requirements.lock"),
+            str(pins),
         ],
         check=True,
         capture_output=True,

@@ -376,7 +376,7 @@ def test_registry_names_every_backend() -> None:
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"resources.mem = '16 gigs'"):
+    with pytest.raises(ConfigError, match=r"resources.mem: '16 gigs' is not a memory size"):  # refused by the settings
         SlurmScheduler(Recorder()).plan(make_run(tmp_path, resources={"mem": "16 gigs"}, max_array_size=9), 1, 3, None)
     comma = tmp_path / "a,b"
     comma.mkdir()
@@ -503,15 +503,17 @@ def test_render_quotes_every_word(tmp_path: Path) -> None:
 
 def test_cancel_marks_only_the_arrays_that_still_had_work(tmp_path: Path) -> None:
     """Index 0 died hard in submission 1 (lost); index 1 waits in submission 2, a live local job
-    (a real process). `cancel` stops it: index 1 reads cancelled, index 0 stays lost."""
+    (a real process, its job id naming its PID, start time and boot as the local scheduler's do).
+    `cancel` stops it: index 1 reads cancelled, index 0 stays lost."""
     from dlcrun import batch
     from dlcrun.ledger import Record, write_json
+    from dlcrun.schedulers.local import job_id
 
     run = make_run(tmp_path, n=2)
     add_submission(run, "local", ["local-999999999"], [0])
     run.write_record(Record(index=0, video="/videos/v0.mp4", state="running", attempts=1))
     waiting = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    number = add_submission(run, "local", [f"local-{waiting.pid}"], [1])
+    number = add_submission(run, "local", [job_id(waiting.pid)], [1])
     write_json(run.path / "submissions" / f"{number:03d}.local.json", {"0": "pending"})
     try:
         assert batch.status(run).states == {0: "lost", 1: "queued"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from dlcrun.errors import ConfigError, StorageError
 from dlcrun.inference import (
     TENSORFLOW,
     ModelSpec,
+    Sampling,
     installed,
     pin_in_image,
     pin_model,
@@ -22,7 +25,7 @@ from dlcrun.ledger import Record, Run, Submission
 from dlcrun.manifest import Manifest, output_folders, read_manifest
 from dlcrun.schedulers import JobPlan, scheduler_for
 from dlcrun.settings import Settings
-from dlcrun.storage import StoredObject, basename, scheme_of, storage_for
+from dlcrun.storage import NAME_MAX, PART_NAME_EXTRA, StoredObject, basename, scheme_of, storage_for
 
 FINAL = ("done", "failed", "interrupted")
 
@@ -96,10 +99,11 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
         raise ConfigError("no destination for the keypoints: pass --dest or set dest in dlcrun.toml")
     if settings.dest.rstrip("/") in {os.path.dirname(e) for e in manifest.entries}:
         raise ConfigError(f"dest {settings.dest} is a video folder; keypoints go to a different folder")
-    _check_unique_outputs(manifest)
+    _check_unique_outputs(manifest, settings.dest)
     settings = _absolute(settings)
     preflight = check_sources(manifest) if check else None
     spec = pin(settings)
+    _check_output_names(manifest, spec, settings)
     if runs_here(settings.image):
         check_decoder(settings.decoder)  # the indices run in this environment
     if spec.engine == TENSORFLOW and runs_here(settings.image) and not installed("tensorflow"):
@@ -126,31 +130,74 @@ def pin(settings: Settings) -> ModelSpec:
     )
 
 
-def _check_unique_outputs(manifest: Manifest) -> None:
-    seen: dict[tuple[str, str], str] = {}
+def _check_unique_outputs(manifest: Manifest, dest: str = "") -> None:
+    """Every video's keypoints land inside dest, under a name of their own, that fits.
+
+    Names are compared without regard to case: Dropbox, macOS and SMB shares do not tell
+    ``A.mp4`` from ``a.mp4``, so one would overwrite the other there. A name that would
+    exceed the 255-byte limit once the hidden temporary suffix is added is refused here, not
+    after its inference.
+    """
+    seen: dict[str, tuple[str, str]] = {}
     for entry, folder in zip(manifest.entries, output_folders(manifest.entries)):
-        key = (folder, Path(basename(entry)).stem)
-        if key in seen:
-            raise ConfigError(f"{seen[key]} and {entry} would write the same keypoint file; rename one")
-        seen[key] = entry
+        if folder.startswith("..") or folder.startswith("/"):
+            raise ConfigError(f"{entry}: its keypoints would go to {folder}, outside dest {dest}; fix the manifest")
+        name = basename(entry)
+        _check_name_length(entry, name, "its file name")
+        exact = posixpath.join(folder, Path(name).stem)
+        if exact.casefold() in seen:
+            other, other_exact = seen[exact.casefold()]
+            case = " (the names differ only in case)" if other_exact != exact else ""
+            raise ConfigError(f"{other} and {entry} would write the same keypoint file{case}; rename one")
+        seen[exact.casefold()] = (entry, exact)
 
 
-def submit(run: Run, indices: list[int] | None = None) -> Submission:
-    """Queue one array over ``indices`` (all of the manifest by default)."""
-    settings = run.settings
+def _check_name_length(entry: str, name: str, what: str) -> None:
+    size = len(name.encode("utf-8"))
+    if size + PART_NAME_EXTRA > NAME_MAX:
+        raise ConfigError(
+            f"{entry}: {what} ({name[:40]}...) is {size} bytes; with the {PART_NAME_EXTRA}-byte hidden suffix used "
+            f"while it is written it exceeds the {NAME_MAX}-byte limit of file names: rename the video"
+        )
+
+
+def _check_output_names(manifest: Manifest, spec: ModelSpec, settings: Settings) -> None:
+    """The longest output name of each video (its ``_meta.pickle``) must fit, scorer and all."""
+    suffix = Sampling(stride=settings.stride, every=settings.every_seconds).suffix
+    for entry in manifest.entries:
+        name = f"{Path(basename(entry)).stem}{spec.scorer}{suffix}_meta.pickle"
+        _check_name_length(entry, name, "its keypoint file name")
+
+
+def submit(run: Run, indices: list[int] | None = None, settings: Settings | None = None) -> Submission:
+    """Queue one array over ``indices`` (all of the manifest by default).
+
+    ``settings`` (a resubmission's new resources, already validated) are what the array asks
+    for; settings.json gets them only once the array is queued. A refused submission leaves
+    the run directory as it was: what was written for it (.indices, job script) is removed.
+    """
     indices = list(range(len(run))) if indices is None else indices
-    scheduler = scheduler_for(settings.scheduler)
-    number = run.next_submission_number()
-    run.write_indices(number, indices)
-    max_running = _max_running(settings, scheduler.name)
-    job_ids = scheduler.submit(run, number, run.array_size(len(indices)), max_running)
-    return run.add_submission(number, scheduler.name, job_ids, indices, max_running)
+    with run.proposing(settings):
+        current = run.settings
+        scheduler = scheduler_for(current.scheduler)
+        number = run.next_submission_number()
+        max_running = _max_running(current, scheduler.name)
+        run.write_indices(number, indices)  # the array reads it: written before anything is queued
+        try:
+            job_ids = scheduler.submit(run, number, run.array_size(len(indices)), max_running)
+        except Exception:
+            run.discard_submission(number)
+            raise
+    sub = run.add_submission(number, scheduler.name, job_ids, indices, max_running)
+    if settings is not None:
+        run.write_settings(settings)
+    return sub
 
 
 def plan(run: Run, indices: list[int] | None = None) -> list[JobPlan]:
     """What ``submit`` would write and run (``--dry-run``); writes nothing."""
     scheduler = scheduler_for(run.settings.scheduler)
-    size = len(run) if indices is None else len(indices)
+    size = run.array_size(len(run) if indices is None else len(indices))
     return scheduler.plan(run, run.next_submission_number(), size, _max_running(run.settings, scheduler.name))
 
 
@@ -165,6 +212,7 @@ class Status:
     records: dict[int, Record]
     counts: Counter[str] = field(default_factory=Counter)
     submissions: list[Submission] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line per damaged ledger file
 
     @property
     def failures(self) -> list[Record]:
@@ -180,8 +228,30 @@ def last_submission(submissions: list[Submission]) -> dict[int, Submission]:
     return {i: sub for sub in submissions for i in sub.indices}
 
 
+def _job_key(job_id: str) -> str:
+    """What ties an index's job id to its array's: Slurm 42_3 / 42, PBS 42[3].srv / 42[].srv,
+    local local-42_3 / local-42-<start>-<boot>."""
+    found = re.match(r"local-\d+|\d+", job_id)
+    return found.group(0) if found else job_id
+
+
+def _submission_of(record: Record, by_job: dict[str, int | None]) -> int | None:
+    """The submission an attempt ran under: recorded by the task, else (a record of an older
+    dlcrun) found from its job id; None for ``task --index`` or when it cannot be told."""
+    if record.submission is not None:
+        return record.submission
+    return by_job.get(_job_key(record.job_id)) if record.job_id else None
+
+
+DAMAGED = "its record is damaged (see the warning); counted as not done, resubmit reruns it"
+
+
 def status(run: Run) -> Status:
-    """Merge the ledger (the truth for finished indices) with the scheduler's live view."""
+    """Merge the ledger (the truth for finished indices) with the scheduler's live view.
+
+    Clocks are never compared (a compute node's clock is not the login node's): whether a
+    record still counts while its index is queued again is decided by submission numbers.
+    """
     records = run.records()
     submissions = run.submissions()
     live: dict[int, str] = {}
@@ -191,15 +261,28 @@ def status(run: Run) -> Status:
     for name, jobs in by_scheduler.items():
         live.update(scheduler_for(name).states(run, jobs))
     last_sub = last_submission(submissions)
-    last_submitted = {i: sub.submitted for i, sub in last_sub.items()}
+    by_job: dict[str, int | None] = {}
+    for sub in submissions:
+        for job in sub.job_ids:
+            key = _job_key(job)
+            by_job[key] = sub.number if by_job.get(key, sub.number) == sub.number else None  # a reused id: unknown
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
-        # A final record counts unless a later submission has the index queued or running again,
-        # or the scheduler requeued an interrupted index itself (Slurm --requeue after preemption).
-        again = (
-            rec is not None and i in live and (rec.state == "interrupted" or rec.finished < last_submitted.get(i, ""))
-        )
+        if rec is None and i in run.damaged_records:
+            if i in live:  # its array index is coming; it writes a new record over the damaged one
+                states[i] = "queued" if live[i] == "pending" else "running"
+            else:
+                states[i] = "failed"
+                records[i] = Record(index=i, video=run.manifest.entries[i], state="failed", error=DAMAGED)
+            continue
+        # A final record counts unless its index is queued or running again: under a later
+        # submission than the record's own (or one the record cannot name, e.g. task --index),
+        # or requeued by the scheduler itself after an interruption (Slurm --requeue, preemption).
+        again = False
+        if rec is not None and i in live and i in last_sub:
+            ran_under = _submission_of(rec, by_job)
+            again = rec.state == "interrupted" or ran_under is None or ran_under < last_sub[i].number
         if rec is not None and rec.state in FINAL and not again:
             states[i] = rec.state
         elif i in live:
@@ -213,35 +296,46 @@ def status(run: Run) -> Status:
             states[i] = rec.state
         else:
             states[i] = "lost" if i in last_sub else "pending"
-    return Status(run=run, states=states, records=records, counts=Counter(states.values()), submissions=submissions)
+    return Status(
+        run=run,
+        states=states,
+        records=records,
+        counts=Counter(states.values()),
+        submissions=submissions,
+        warnings=list(run.warnings.values()),
+    )
 
 
 def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: int | None = None) -> Submission | None:
     """A new array of the indices that are not done and not queued or running.
 
     ``resources`` (e.g. ``{"time": "12:00:00"}``) and ``max_running`` change what this and later
-    arrays ask for: the usual answer to indices interrupted by the time limit.
+    arrays ask for: the usual answer to indices interrupted by the time limit. They are validated
+    before anything is written, and settings.json holds them only once the new array is queued:
+    a refused resubmission changes nothing in the run directory.
     """
+    updated = run.scheduling(resources or {}, max_running) if resources or max_running is not None else None
     current = status(run)
     todo = [i for i, s in sorted(current.states.items()) if s not in ("done", "running", "queued")]
     if not todo:
         return None
-    if resources or max_running is not None:
-        run.update_scheduling(resources or {}, max_running)
-    return submit(run, todo)
+    return submit(run, todo, settings=updated)
 
 
 def cancel(run: Run) -> int:
-    """Stop every array of the run; indices it stops before they start then read ``cancelled``."""
+    """Stop the arrays of the run that still have queued or running indices; indices it stops
+    before they start then read ``cancelled``. Finished arrays are left alone: not signalled
+    (their job ids may belong to someone else by now) and not marked cancelled."""
     current = status(run)
-    by_scheduler: dict[str, list[Submission]] = {}
-    for sub in current.submissions:
-        by_scheduler.setdefault(sub.scheduler, []).append(sub)
     owner = last_submission(current.submissions)
     busy = {owner[i].number for i, state in current.states.items() if state in ("running", "queued") and i in owner}
+    by_scheduler: dict[str, list[Submission]] = {}
+    for sub in current.submissions:
+        if sub.number in busy:
+            by_scheduler.setdefault(sub.scheduler, []).append(sub)
     for name, subs in by_scheduler.items():
         scheduler_for(name).cancel(run, [j for sub in subs for j in sub.job_ids])
-        for sub in subs:  # only arrays that still had work: an older array's losses stay "lost"
-            if sub.cancelled is None and sub.number in busy:
+        for sub in subs:
+            if sub.cancelled is None:
                 run.mark_cancelled(sub)
     return sum(1 for s in current.states.values() if s in ("running", "queued"))

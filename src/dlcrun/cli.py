@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dlcrun import __version__
-from dlcrun.errors import DlcrunError
+from dlcrun.errors import DlcrunError, install_redaction, redact
 
 app = typer.Typer(
     help="DeepLabCut over thousands of videos: spreadsheet -> manifest -> one job array -> keypoints.",
@@ -48,7 +48,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DlcrunError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {redact(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except ModuleNotFoundError as exc:
             top = (exc.name or "").split(".")[0]
@@ -87,6 +87,7 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_redaction()  # every log line and traceback, and uncaught ones, with secrets masked
 
 
 @app.command()
@@ -487,12 +488,19 @@ def _array_text(run: Any, sub: Any) -> str:
 
 
 def _print_plans(plans: list[Any]) -> None:
-    """Each job script, then the exact command that submits it, as plain text to stdout."""
+    """Each job script (once: the arrays of a split submission share it), then the exact command
+    that submits each array, as plain text to stdout."""
+    from dlcrun.schedulers import PREVIOUS
+
+    shown = set()
     for plan in plans:
-        if plan.script is not None:
+        if plan.script is not None and plan.script_path not in shown:
+            shown.add(plan.script_path)
             typer.echo(f"# ---- {plan.script_path} ----")
             typer.echo(plan.script.rstrip("\n"))
             typer.echo("# ----")
+        if any(PREVIOUS in a for a in plan.argv):
+            typer.echo(f"# {PREVIOUS}: the job id the command above prints (this array waits for that one)")
         typer.echo(shlex.join(plan.argv))
 
 
@@ -529,6 +537,14 @@ def status(run: RunArg = None, runs_dir: RunsDirOpt = None, config: ConfigOpt = 
     _print_status(current)
 
 
+def _print_warnings(run: Any) -> None:
+    """One line per damaged ledger file (each once), never a traceback."""
+    from rich.markup import escape
+
+    for line in run.new_warnings():
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def _find(run: str | None, runs_dir: Path | None, config: Path | None) -> Any:
     from dlcrun.ledger import Run
     from dlcrun.settings import load_settings
@@ -538,6 +554,7 @@ def _find(run: str | None, runs_dir: Path | None, config: Path | None) -> Any:
 
 def _print_status(current: Any) -> None:
     run = current.run
+    _print_warnings(run)
     out.print(f"run [bold]{run.id}[/bold]: {len(run)} videos -> {run.settings.dest}")
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("state")
@@ -575,7 +592,10 @@ def resubmit(
 
     target = _find(run, runs_dir, config)
     changes = {"time": time_limit, "mem": mem, "gpus": gpus, "partition": partition}
-    sub = batch.resubmit(target, {k: v for k, v in changes.items() if v is not None}, max_running)
+    try:
+        sub = batch.resubmit(target, {k: v for k, v in changes.items() if v is not None}, max_running)
+    finally:
+        _print_warnings(target)
     if sub is None:
         out.print("nothing to resubmit: every video is done, queued or running")
         return
@@ -590,8 +610,14 @@ def cancel(run: RunArg = None, runs_dir: RunsDirOpt = None, config: ConfigOpt = 
     """Stop a run's queued and running indices."""
     from dlcrun import batch
 
-    n = batch.cancel(_find(run, runs_dir, config))
-    out.print(f"cancelled; {n} indices were queued or running")
+    target = _find(run, runs_dir, config)
+    try:
+        n = batch.cancel(target)
+    finally:
+        _print_warnings(target)
+    out.print(
+        f"cancelled; {n} indices were queued or running" if n else "nothing to cancel: no index is queued or running"
+    )
 
 
 @app.command()
@@ -626,7 +652,7 @@ def task(
         indices = target.manifest_indices(submission, array_offset + array_index)
     try:
         with sigterm_unwinds():
-            records = run_indices(target, indices)
+            records = run_indices(target, indices, submission=None if index is not None else submission)
     except Interrupted as exc:
         err.print(f"indices {', '.join(map(str, indices))}: {exc}")
         raise typer.Exit(143) from None
@@ -634,7 +660,7 @@ def task(
         if record.state == "done":
             err.print(f"index {record.index} done: {record.frames} frames -> {record.outputs[-1].uri}")
         else:
-            err.print(f"index {record.index} {record.state}: {record.error}", highlight=False, soft_wrap=True)
+            err.print(f"index {record.index} {record.state}: {redact(record.error)}", highlight=False, soft_wrap=True)
     if any(r.state != "done" for r in records):
         raise typer.Exit(1)
 
@@ -728,7 +754,7 @@ def train_task(workdir: Annotated[Path, typer.Option(help="training directory (h
 
     outcome = run_training_task(workdir)
     if outcome["state"] != "done":
-        err.print(f"training {outcome['state']}: {outcome.get('error', '')}", highlight=False, soft_wrap=True)
+        err.print(f"training {outcome['state']}: {redact(outcome.get('error', ''))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     err.print(f"training done: {outcome['snapshot']}")
 

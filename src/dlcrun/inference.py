@@ -393,11 +393,14 @@ class Analyzer:
         save_csv: bool = False,
         stem: str | None = None,
         sampling: Sampling = FULL,
+        provenance: dict[str, Any] | None = None,
     ) -> Analysis:
         """Write DLC's ``<stem><scorer>.h5`` and ``_meta.pickle`` (and ``.csv``) into ``out_dir``.
 
         Rows go to the .h5 as they come (RAM holds one batch and one chunk, never the video);
         the .h5 index holds the original frame numbers, which a stride makes sparse.
+        ``provenance`` (the source video's identity, the snapshot) joins the ``dlcrun`` block of
+        ``_meta.pickle``, so the file itself says which video and model it came from.
         """
         from dlcrun.engine import RateLog
 
@@ -443,6 +446,7 @@ class Analyzer:
             "rows": rows,
             "precision": self.precision,
             "decoder": self.decoder.name,
+            **(provenance or {}),
         }
         meta_path = out_dir / f"{prefix}_meta.pickle"
         with open(meta_path, "wb") as fh:

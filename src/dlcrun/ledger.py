@@ -10,24 +10,35 @@ to lock. Array indices write only their own record, so they never contend.
     records/<i>.json     one per manifest index once it has started
     submissions/<n>.json one per array submitted (job ids, the indices it covers)
     logs/                scheduler stdout/stderr per index
+
+Every read tolerates damage (a file emptied by a full disk, truncated, edited by hand, or
+written by a newer dlcrun with keys this one does not know): unknown keys are ignored, and a
+record or submission that cannot be read is left out and noted in ``Run.warnings`` (one line
+per file) for the CLI to show, never a traceback. Only settings.json and model.json are
+indispensable: their damage is a one-line RunError naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from dlcrun.errors import RunError
 from dlcrun.manifest import Manifest, read_manifest, write_manifest
-from dlcrun.settings import Settings
+from dlcrun.settings import Resources, Settings
+
+log = logging.getLogger(__name__)
 
 SUBMISSION_GLOB = "[0-9][0-9][0-9].json"
 
@@ -63,6 +74,60 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+class Damaged(ValueError):
+    """A ledger file that does not hold what it should; the message says why in a few words."""
+
+
+def why(exc: BaseException) -> str:
+    """A few words on why a file could not be read or validated (no path, no traceback)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg}: line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "value"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{where}: {first['msg']}{more}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return " ".join(str(exc).split())[:200]
+
+
+def _load(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        if not raw.strip():
+            raise Damaged("empty")
+        return json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Damaged(str(exc) if isinstance(exc, Damaged) else why(exc)) from None
+
+
+def _kind(data: Any) -> str:
+    return {dict: "object", list: "list", str: "string", type(None): "null"}.get(type(data), type(data).__name__)
+
+
+def read_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; Damaged (saying why) when the file is empty, torn, not JSON,
+    not an object or unreadable. A missing file is FileNotFoundError, as for ``open``."""
+    data = _load(path)
+    if not isinstance(data, dict):
+        raise Damaged(f"a JSON {_kind(data)}, not an object")
+    return data
+
+
+def read_object_list(path: Path) -> list[dict[str, Any]]:
+    """The JSON list of objects in ``path``; Damaged or FileNotFoundError as for ``read_object``."""
+    data = _load(path)
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise Damaged(f"a JSON {_kind(data)}, not a list of objects")
+    return data
+
+
 @dataclass
 class Output:
     uri: str
@@ -89,13 +154,20 @@ class Record:
     seconds: dict[str, float] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     error: str = ""
+    # The submission (array) this attempt ran under; None for `dlcrun task --index`. status
+    # compares submission numbers, never the clocks of the login and compute nodes.
+    submission: int | None = None
+    # Where the video came from: location, size and content hash (see task.SourceIdentity).
+    source: dict[str, Any] = field(default_factory=dict)
+    # Every location (final and hidden part names) this attempt may have written at the
+    # destination while publishing; a later attempt removes what a killed one left there.
+    publishing: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        data = dict(data)
-        data["outputs"] = [Output(**o) for o in data.get("outputs", [])]
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """A record from its JSON; keys a newer dlcrun added are ignored, wrong types raise
+        pydantic's ValidationError (a ValueError)."""
+        return _RECORD.validate_python(data)
 
 
 @dataclass
@@ -109,6 +181,11 @@ class Submission:
     cancelled: str | None = None  # when `dlcrun cancel` stopped it
 
 
+# Validate what a file holds against the dataclass (types, nested outputs); unknown keys are dropped.
+_RECORD = TypeAdapter(Record)
+_SUBMISSION = TypeAdapter(Submission)
+
+
 class Run:
     """An existing run directory."""
 
@@ -118,6 +195,12 @@ class Run:
             raise RunError(f"{self.path}: not a dlcrun run directory (no settings.json)")
         self._manifest: Manifest | None = None
         self._per_task: int | None = None
+        self._proposed: Settings | None = None
+        # One line per damaged or surprising ledger file, by path: what status/resubmit/cancel show.
+        self.warnings: dict[str, str] = {}
+        self._shown: set[str] = set()
+        # Manifest indices whose record file is damaged: they count as not done.
+        self.damaged_records: dict[int, str] = {}
 
     @property
     def id(self) -> str:
@@ -152,12 +235,45 @@ class Run:
             raise RunError(f"{runs_dir}: no runs yet (dlcrun submit starts one)")
         return cls(runs[-1].parent)
 
+    def warn(self, path: Path, message: str) -> None:
+        """Note one line about ``path`` for the CLI to show (once per file)."""
+        self.warnings[str(path)] = f"{path}: {message}"
+
+    def new_warnings(self) -> list[str]:
+        """The warnings not returned before (a status followed in a loop shows each once)."""
+        fresh = [w for key, w in self.warnings.items() if key not in self._shown]
+        self._shown.update(self.warnings)
+        return fresh
+
+    def _indispensable(self, name: str) -> dict[str, Any]:
+        path = self.path / name
+        try:
+            return read_object(path)
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing; nothing in this run can start without it") from None
+        except Damaged as exc:
+            raise RunError(f"{path}: damaged ({exc}); nothing in this run can start without it") from None
+
     @property
     def settings(self) -> Settings:
-        return Settings.model_validate(read_json(self.path / "settings.json"))
+        """The frozen settings (or, while a resubmission is being made, the ones it proposes).
 
-    def update_scheduling(self, resources: dict[str, Any], max_running: int | None = None) -> Settings:
-        """Change what later arrays ask the scheduler for (more time, memory, another partition).
+        Keys a newer dlcrun wrote are dropped with a warning; anything else wrong is a RunError."""
+        if self._proposed is not None:
+            return self._proposed
+        path = self.path / "settings.json"
+        data = self._indispensable("settings.json")
+        known, unknown = _known_settings(data)
+        if unknown:
+            self.warn(path, f"ignoring {', '.join(unknown)} (written by a newer dlcrun?)")
+        try:
+            return Settings.model_validate(known)
+        except ValidationError as exc:
+            raise RunError(f"{path}: damaged ({why(exc)}); nothing in this run can start without it") from None
+
+    def scheduling(self, resources: dict[str, Any], max_running: int | None = None) -> Settings:
+        """The settings with what later arrays ask the scheduler for changed (more time, memory,
+        another partition), validated; nothing is written (``write_settings`` does, once queued).
 
         Only scheduling changes: what decides the keypoints (snapshot, batch size, precision,
         sampling) stays as the run was submitted, so every index's output stays comparable.
@@ -168,16 +284,41 @@ class Run:
         if max_running is not None:
             changes["max_running"] = max_running
         try:
-            updated = Settings.model_validate({**current.model_dump(mode="json"), **changes})
+            return Settings.model_validate({**current.model_dump(mode="json"), **changes})
         except ValidationError as exc:
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            reasons = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            )
             raise RunError(f"{self.id}: {reasons}") from None
-        write_json(self.path / "settings.json", updated.model_dump(mode="json"))
-        return updated
+
+    def write_settings(self, settings: Settings) -> None:
+        """Replace settings.json, keeping any keys a newer dlcrun wrote there."""
+        path = self.path / "settings.json"
+        old = self._indispensable("settings.json")
+        new = settings.model_dump(mode="json")
+        _, unknown = _known_settings(old)
+        for key in unknown:
+            top, _, sub = key.partition(".")
+            if sub:
+                new[top][sub] = old[top][sub]
+            else:
+                new[top] = old[top]
+        write_json(path, new)
+
+    @contextmanager
+    def proposing(self, settings: Settings | None) -> Iterator[None]:
+        """While inside, ``settings`` reads ``settings`` (None: no change): a submission plans
+        with the resources it asks for before settings.json holds them."""
+        before = self._proposed
+        self._proposed = settings if settings is not None else before
+        try:
+            yield
+        finally:
+            self._proposed = before
 
     @property
     def model(self) -> dict[str, Any]:
-        return read_json(self.path / "model.json")
+        return self._indispensable("model.json")
 
     @property
     def manifest(self) -> Manifest:
@@ -191,20 +332,50 @@ class Run:
     def record_path(self, index: int) -> Path:
         return self.path / "records" / f"{index:06d}.json"
 
-    def record(self, index: int) -> Record | None:
+    def _read_record(self, path: Path, index: int) -> Record:
+        """The record in ``path`` (for manifest index ``index``); Damaged when it cannot be one."""
         try:
-            return Record.from_dict(read_json(self.record_path(index)))
+            record = Record.from_dict(read_object(path))
+        except ValidationError as exc:
+            raise Damaged(why(exc)) from None
+        if record.index != index:
+            raise Damaged(f"holds index {record.index}")
+        return record
+
+    def _damaged_record(self, path: Path, index: int, reason: str) -> None:
+        self.damaged_records[index] = reason
+        self.warn(path, f"damaged ({reason}); counted as not done")
+
+    def record(self, index: int) -> Record | None:
+        """The record of ``index``, or None when there is none yet, or when it is damaged (with a
+        warning logged): the caller, an array index starting, writes a fresh one over it."""
+        path = self.record_path(index)
+        try:
+            return self._read_record(path, index)
         except FileNotFoundError:
+            return None
+        except Damaged as exc:
+            self._damaged_record(path, index, str(exc))
+            log.warning("%s: damaged (%s); a new record replaces it", path, exc)
             return None
 
     def write_record(self, record: Record) -> None:
         write_json(self.record_path(record.index), asdict(record))
 
     def records(self) -> dict[int, Record]:
+        """Every record that reads back, by index. A damaged one is left out: its index goes to
+        ``damaged_records`` and a line to ``warnings``. Files not named like records are ignored."""
         out = {}
         for path in sorted((self.path / "records").glob("*.json")):
-            rec = Record.from_dict(read_json(path))
-            out[rec.index] = rec
+            if not path.stem.isdigit():
+                continue
+            index = int(path.stem)
+            try:
+                out[index] = self._read_record(path, index)
+            except FileNotFoundError:  # removed since the listing
+                continue
+            except Damaged as exc:
+                self._damaged_record(path, index, str(exc))
         return out
 
     def add_submission(
@@ -228,11 +399,30 @@ class Run:
         os.replace(tmp, path)
         return path
 
+    def discard_submission(self, number: int) -> None:
+        """Remove what a refused submission ``number`` wrote (its .indices, job script, ...)."""
+        for path in (self.path / "submissions").glob(f"{number:03d}.*"):
+            if path.name != f"{number:03d}.json":
+                path.unlink(missing_ok=True)
+
     def next_submission_number(self) -> int:
-        return len(list((self.path / "submissions").glob(SUBMISSION_GLOB))) + 1
+        numbers = [int(p.name[:3]) for p in (self.path / "submissions").glob(SUBMISSION_GLOB)]
+        return max(numbers, default=0) + 1
 
     def submissions(self) -> list[Submission]:
-        return [Submission(**read_json(p)) for p in sorted((self.path / "submissions").glob(SUBMISSION_GLOB))]
+        """Every submission that reads back, in order; a damaged one is left out with a warning."""
+        out = []
+        for path in sorted((self.path / "submissions").glob(SUBMISSION_GLOB)):
+            try:
+                sub = _SUBMISSION.validate_python(read_object(path))
+            except FileNotFoundError:
+                continue
+            except (Damaged, ValidationError) as exc:
+                reason = why(exc) if isinstance(exc, ValidationError) else str(exc)
+                self.warn(path, f"damaged ({reason}); its array is left out (check the scheduler's queue)")
+                continue
+            out.append(sub)
+        return out
 
     @property
     def videos_per_task(self) -> int:
@@ -259,6 +449,8 @@ class Run:
             lines = [int(x) for x in path.read_text().split()]
         except FileNotFoundError:
             raise RunError(f"{path}: missing; was the submission interrupted?") from None
+        except (ValueError, OSError) as exc:
+            raise RunError(f"{path}: damaged ({why(exc)})") from None
         group = self.task_group(lines, array_index) if array_index >= 0 else []
         if not group:
             raise RunError(f"{path}: array index {array_index} out of range 0-{self.array_size(len(lines)) - 1}")
@@ -267,3 +459,14 @@ class Run:
     def manifest_index(self, submission: int | None, array_index: int) -> int:
         """The first (with videos_per_task 1, the only) manifest index of an array index."""
         return self.manifest_indices(submission, array_index)[0]
+
+
+def _known_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` without the keys this dlcrun's Settings (and Resources) do not know, and those keys."""
+    known = {k: v for k, v in data.items() if k in Settings.model_fields}
+    unknown = [k for k in data if k not in Settings.model_fields]
+    resources = data.get("resources")
+    if isinstance(resources, dict):
+        known["resources"] = {k: v for k, v in resources.items() if k in Resources.model_fields}
+        unknown += [f"resources.{k}" for k in resources if k not in Resources.model_fields]
+    return known, unknown

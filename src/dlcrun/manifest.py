@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import logging
 import os
 import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+import re
+import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,12 @@ VIDEO_COLUMNS = ("video", "videos", "path", "video_path", "file", "filename", "u
 TIME_COLUMNS = ("datetime", "start", "start_time", "timestamp", "recorded", "date", "time")
 CAMERA_COLUMNS = ("camera", "cam", "camera_id")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".h264", ".wmv")
+
+log = logging.getLogger(__name__)
+# What may not appear in a location: one would split a manifest line, or hide in a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A formula element in a worksheet's XML (<f>, <f t="shared" .../>, <x:f>), before parsing it.
+_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s>/]")
 
 
 @dataclass
@@ -76,7 +86,8 @@ def read_sheet(path: Path, sheet: str | None = None) -> Sheet:
     return Sheet(path=path, columns=[c for c in columns if c], rows=rows)
 
 
-def _xlsx_rows(path: Path, sheet: str | None) -> Iterator[tuple[int, list[Any]]]:
+def _xlsx_rows(path: Path, sheet: str | None) -> list[tuple[int, list[Any]]]:
+    """The cells' saved values; a formula the file holds no value for is refused, not read as blank."""
     import openpyxl
 
     try:
@@ -87,16 +98,152 @@ def _xlsx_rows(path: Path, sheet: str | None) -> Iterator[tuple[int, list[Any]]]
         if sheet is not None and sheet not in book.sheetnames:
             raise ManifestError(f"{path}: no sheet '{sheet}' (sheets: {', '.join(book.sheetnames)})")
         ws = book[sheet] if sheet else book.worksheets[0]
-        for number, values in enumerate(ws.iter_rows(values_only=True), start=1):
-            yield number, list(values)
+        rows = [(number, list(values)) for number, values in enumerate(ws.iter_rows(values_only=True), start=1)]
+        part = getattr(ws, "_worksheet_path", None)  # the sheet's XML inside the zip
     finally:
         book.close()
+    if part:
+        _refuse_unsaved_formulas(path, rows, _unsaved_formulas(path, part))
+    return rows
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[Any]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        for number, values in enumerate(csv.reader(fh, delimiter=delimiter), start=1):
-            yield number, values
+def _unsaved_formulas(path: Path, part: str) -> list[tuple[int, int]]:
+    """(row, column) of each formula cell with no saved value, as openpyxl and scripts write them.
+
+    openpyxl reads those as None, indistinguishable from an empty cell, so the sheet's XML is
+    read here (only when it holds a formula at all). A string formula whose saved value is ""
+    (``t="str"`` and an empty ``<v>``) has a value: it is blank, like Excel shows it.
+    """
+    from xml.etree.ElementTree import ParseError, iterparse
+
+    from openpyxl.utils.cell import column_index_from_string
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(part) as fh:
+            data = fh.read()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return []  # openpyxl has just read it: nothing more to say
+    if not _FORMULA_TAG.search(data):
+        return []
+    found: list[tuple[int, int]] = []
+    row_no = 0
+    try:
+        for _, element in iterparse(io.BytesIO(data)):
+            if element.tag.rsplit("}", 1)[-1] != "row":
+                continue
+            row_no = int(element.get("r") or row_no + 1)
+            col = 0
+            for cell in element:
+                if cell.tag.rsplit("}", 1)[-1] != "c":
+                    continue
+                ref = cell.get("r")
+                col = column_index_from_string(ref.rstrip("0123456789")) if ref else col + 1
+                kids = {child.tag.rsplit("}", 1)[-1]: child for child in cell}
+                if "f" not in kids:
+                    continue
+                saved = kids.get("v")
+                if saved is None or (not saved.text and cell.get("t") not in ("str", "inlineStr")):
+                    found.append((row_no, col))
+            element.clear()
+    except (ParseError, ValueError):
+        return []
+    return found
+
+
+def _refuse_unsaved_formulas(path: Path, rows: list[tuple[int, list[Any]]], cells: list[tuple[int, int]]) -> None:
+    """One line naming the first formula cell without a value that the sheet's columns would read."""
+    if not cells:
+        return
+    unsaved_rows = {r for r, _ in cells}
+    header_no, header = next(((n, c) for n, c in rows if n in unsaved_rows or any(_present(v) for v in c)), (0, []))
+
+    def column(row: int, col: int) -> str | None:
+        name = header[col - 1] if col - 1 < len(header) else None
+        if row != header_no and _present(name):
+            return f"'{str(name).strip()}'"
+        return _column_letter(col) if row == header_no else None  # a column with no header is never read
+
+    named = [(r, column(r, c)) for r, c in sorted(cells) if r >= header_no]
+    named = [(r, name) for r, name in named if name is not None]
+    if not named:
+        return
+    more = f" (and {len(named) - 1} more)" if len(named) > 1 else ""
+    raise ManifestError(
+        f"{path}: row {named[0][0]}, column {named[0][1]}: a formula with no saved value{more}; "
+        "open and save the sheet in Excel or LibreOffice"
+    )
+
+
+def _column_letter(col: int) -> str:
+    from openpyxl.utils.cell import get_column_letter
+
+    return get_column_letter(col)
+
+
+def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, list[Any]]]:
+    """Rows of a text sheet in UTF-8, UTF-16 (Excel's "Unicode text") or Windows-1252 (with a warning).
+
+    Excel's "Unicode text" is tab-separated whatever the file is called, so a first line with
+    tabs and no commas is read with tabs.
+    """
+    text = _sheet_text(path)
+    if delimiter == ",":
+        first = next((line for line in io.StringIO(text) if line.strip()), "")
+        if "\t" in first and "," not in first:
+            delimiter = "\t"
+    rows: list[tuple[int, list[Any]]] = []
+    try:
+        for number, values in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), start=1):
+            rows.append((number, values))
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: row {len(rows) + 1}: {exc}") from None
+    return rows
+
+
+def _sheet_text(path: Path) -> str:
+    """A text sheet's characters; a binary file (a workbook renamed .csv) is refused in one line."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise ManifestError(f"{path}: not a text CSV (a damaged UTF-16 file)") from None
+    if data.startswith(b"PK\x03\x04"):
+        raise ManifestError(f"{path}: not a text CSV ({_zip_kind(path)})")
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ManifestError(f"{path}: not a text CSV (it looks like an old .xls workbook; save it as .xlsx or CSV)")
+    if b"\x00" in data:
+        raise ManifestError(f"{path}: not a text CSV (binary data at byte {data.index(0)})")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        position = exc.start
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        raise ManifestError(
+            f"{path}: neither UTF-8 nor Windows-1252 text (byte {position}); save it as 'CSV UTF-8'"
+        ) from None
+    log.warning(
+        "%s: not UTF-8 (byte %d); read as Windows-1252, Excel's 'CSV (Comma delimited)' on Windows. "
+        "Save it as 'CSV UTF-8' if a name comes out wrong",
+        path,
+        position,
+    )
+    return text
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    if any(n.startswith("xl/") for n in names):
+        return "it looks like an .xlsx workbook; save it as .xlsx or export CSV"
+    if "content.xml" in names:
+        return "it looks like an .ods spreadsheet; save it as .xlsx or export CSV"
+    return "it is a zip archive"
 
 
 def _present(value: Any) -> bool:
@@ -152,9 +299,19 @@ def manifest_from_list(
         if not _present(cell):
             errors.append(f"row {row.number}: '{video_col}' is empty")
             continue
-        location = resolve_location(str(cell).strip(), base)
-        if location in first_seen:
-            errors.append(f"row {row.number}: duplicate of row {first_seen[location]} ({cell})")
+        text = str(cell).strip()
+        try:
+            check_text(text, f"'{video_col}'")
+        except ManifestError as exc:
+            errors.append(f"row {row.number}: {exc}")
+            continue
+        try:
+            location = resolve_location(text, base)
+        except ManifestError as exc:
+            errors.append(f"row {row.number}: '{video_col}' {exc}")
+            continue
+        if location in first_seen:  # after normalising: /w/A/../B/x.mp4 is /w/B/x.mp4
+            errors.append(f"row {row.number}: duplicate of row {first_seen[location]} ({text})")
             continue
         first_seen[location] = row.number
         if when_col is not None and (filtering_time or _present(row.cells.get(when_col))):
@@ -187,28 +344,110 @@ def manifest_from_list(
 
 
 def resolve_location(text: str, base: str) -> str:
-    """Absolute location for a sheet cell: URIs and absolute paths stay, the rest joins ``base``."""
+    """Absolute, normalised location for a sheet cell: URIs and absolute paths stay (normalised),
+    the rest joins ``base``. A relative cell may not climb above a remote ``base`` (``../x.mp4``
+    under ``dropbox:/Videos``); under a local one it is an ordinary path."""
     if scheme_of(text) != "file" or text.startswith("/") or text.startswith("file:"):
-        return text
+        return normalize_location(text)
     expanded = os.path.expanduser(text)
     if os.path.isabs(expanded):
-        return expanded
+        return normalize_location(expanded)
     if scheme_of(base) == "file":
-        return os.path.normpath(os.path.join(base, expanded))
-    return join(base, expanded)
+        return normalize_location(os.path.join(base, expanded))
+    relative, climbs = _collapse(expanded)
+    if climbs:
+        raise ManifestError(f"'{shown(text)}' climbs above the root {shown(base)}")
+    return normalize_location(join(base, relative))
+
+
+def shown(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\t``, ``\\x01``), so a message stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse a location (or a folder) holding a control character: a newline would split it
+    into two manifest lines, and none of them belongs in a file name."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        char = repr(found.group())[1:-1]
+        raise ManifestError(f"{what} holds a control character ({char}): '{shown(text)}'")
+
+
+def normalize_location(text: str) -> str:
+    """The one spelling of a location, so that equal locations compare equal.
+
+    ``.``, ``..`` and doubled slashes are collapsed in the path (``/w/A/../B/x.mp4`` ->
+    ``/w/B/x.mp4``, ``rclone:remote:a/./b.mp4`` -> ``rclone:remote:a/b.mp4``), keeping the
+    scheme and, for rclone, the remote. A URI whose ``..`` climbs above the top of its storage
+    (``dropbox:/../x.mp4``) is refused; a plain path follows the OS (``/..`` is ``/``). Schemes
+    dlcrun has no backend for are left as they are.
+    """
+    scheme = scheme_of(text)
+    if scheme == "file":
+        if not text.startswith("file:"):
+            return _collapse(text)[0]
+        rest = text[len("file:") :]
+        authority = ""
+        if rest.startswith("//"):  # file:///abs or file://host/abs
+            cut = rest.find("/", 2)
+            authority, rest = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+        return f"file:{authority}{_collapse(rest)[0] if rest else ''}"  # a local path: /.. is /
+    if scheme == "dropbox":  # dropbox:/A/b.mp4, or dropbox://A/b.mp4 which the backend reads alike
+        return "dropbox:" + _uri_path("/" + text.split(":", 1)[1].lstrip("/"), text)
+    if scheme == "rclone":
+        rest = text[len("rclone:") :]
+        cut = rest.find(":", 1)  # 1: an on-the-fly remote (":s3,env_auth:bucket") starts with ':'
+        if cut < 0 or "'" in rest or '"' in rest:  # not rclone:REMOTE:path, or quoted options: leave it
+            return text
+        path = _uri_path(rest[cut + 1 :], text) if rest[cut + 1 :] else ""
+        return f"rclone:{rest[: cut + 1]}{'' if path == '.' else path}"
+    return text
+
+
+def _uri_path(path: str, whole: str) -> str:
+    collapsed, climbs = _collapse(path)
+    if climbs:
+        raise ManifestError(f"'{shown(whole)}' climbs above the top of its storage ('..')")
+    return collapsed
+
+
+def _collapse(path: str) -> tuple[str, bool]:
+    """``posixpath.normpath`` (a leading ``//`` too), and whether a ``..`` went above the start."""
+    absolute = path.startswith("/")
+    parts: list[str] = []
+    climbs = False
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+        elif parts and parts[-1] != "..":
+            parts.pop()
+        else:
+            climbs = True
+            if not absolute:
+                parts.append("..")
+    joined = "/".join(parts)
+    return ("/" + joined if absolute else joined or "."), climbs
 
 
 def write_manifest(path: Path, manifest: Manifest) -> Path:
-    """Write atomically: a reader, or a crash, never sees half a manifest."""
+    """Write atomically: a reader, or a crash, never sees half a manifest.
+
+    Entries are written normalised (``normalize_location``); one holding a control character, or
+    the same location twice once normalised, is refused before anything is written.
+    """
     from dlcrun import __version__
 
     path = Path(path)
+    entries = _checked_entries(path, manifest.entries, "entry")
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [f"# dlcrun manifest, written {stamp} by dlcrun {__version__}"]
-    lines += [f"# {h}" for h in manifest.header]
-    lines.append(f"# videos: {len(manifest.entries)}")
-    lines += manifest.entries
+    lines += [f"# {shown(h)}" for h in manifest.header]  # a newline in a header would make an entry
+    lines.append(f"# videos: {len(entries)}")
+    lines += entries
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -219,26 +458,49 @@ def write_manifest(path: Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(path: Path) -> Manifest:
+    """A manifest's entries, normalised as ``write_manifest`` writes them (a hand-written one too)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such manifest (dlcrun manifest SHEET -o {path} writes one)") from None
-    entries, header, seen = [], [], {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    lines: list[tuple[int, str]] = []
+    header = []
+    # split("\n"), not splitlines(): that also splits at \x0b, \x0c, \x1c-\x1e, which are refused instead.
+    for number, line in enumerate(text.split("\n"), start=1):
         line = line.strip()
         if not line:
             continue
         if line.startswith("#"):
             header.append(line[1:].strip())
             continue
-        if line in seen:
-            raise ManifestError(f"{path}: line {number}: duplicate of line {seen[line]} ({line})")
-        seen[line] = number
-        entries.append(line)
-    if not entries:
+        lines.append((number, line))
+    if not lines:
         raise ManifestError(f"{path}: the manifest lists no video")
+    numbers = [n for n, _ in lines]
+    entries = _checked_entries(path, [line for _, line in lines], "line", numbers)
     return Manifest(entries=entries, header=header)
+
+
+def _checked_entries(path: Path, entries: Sequence[str], what: str, numbers: Sequence[int] | None = None) -> list[str]:
+    """Entries normalised; a control character, a climb above the top, or a duplicate (once
+    normalised: /w/A/../B/x.mp4 is /w/B/x.mp4) is refused naming its line (or entry number)."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        number = numbers[i] if numbers is not None else i + 1
+        try:
+            check_text(entry, "the entry")
+            normal = normalize_location(entry)
+        except ManifestError as exc:
+            raise ManifestError(f"{path}: {what} {number}: {exc}") from None
+        if normal in seen:
+            raise ManifestError(f"{path}: {what} {number}: duplicate of {what} {seen[normal]} ({shown(entry)})")
+        seen[normal] = number
+        out.append(normal)
+    return out
 
 
 def output_folders(entries: Iterable[str]) -> list[str]:
@@ -247,7 +509,7 @@ def output_folders(entries: Iterable[str]) -> list[str]:
     The folders below the entries' common parent are kept, so cam1/a.mp4 and cam2/a.mp4 never
     write the same output file; a batch from one folder lands flat in the destination.
     """
-    parents = [posixpath.dirname(_path_part(e)) for e in entries]
+    parents = [posixpath.dirname(posixpath.normpath(_path_part(e))) for e in entries]
     try:
         common = posixpath.commonpath(parents)
     except ValueError:  # mixed absolute and relative locations: nothing in common to strip

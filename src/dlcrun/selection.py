@@ -26,9 +26,11 @@ from dlcrun.manifest import (
     Manifest,
     Row,
     Sheet,
+    check_text,
     find_column,
     manifest_from_list,
     resolve_location,
+    shown,
 )
 from dlcrun.storage import StoredObject, basename, scheme_of, sha256_file, storage_for
 
@@ -313,13 +315,20 @@ class _Folder:
     videos: list[tuple[dt.datetime, StoredObject, dict[str, str], str]]
     unmatched: list[str]
     conflicted: list[str]
+    unsafe: list[str] = field(default_factory=list)
 
 
-def _videos_only(objects: Iterable[StoredObject], conflicted: list[str]) -> Iterator[tuple[StoredObject, str]]:
-    """Video files of a listing with their names; Dropbox conflicted copies go to ``conflicted``."""
+def _videos_only(
+    objects: Iterable[StoredObject], conflicted: list[str], unsafe: list[str]
+) -> Iterator[tuple[StoredObject, str]]:
+    """Video files of a listing with their names; Dropbox conflicted copies go to ``conflicted``,
+    and locations holding a control character (a newline would split a manifest line) to ``unsafe``."""
     for obj in objects:
         name = basename(obj.uri)
         if not is_video(name):
+            continue
+        if _has_control(obj.uri):
+            unsafe.append(f"'{shown(obj.uri)}'")
             continue
         if is_conflicted_copy(name):
             conflicted.append(name)
@@ -327,9 +336,20 @@ def _videos_only(objects: Iterable[StoredObject], conflicted: list[str]) -> Iter
         yield obj, name
 
 
+def _has_control(text: str) -> bool:
+    return shown(text) != text
+
+
+def _unsafe_warning(source: str, unsafe: Sequence[str]) -> str:
+    return (
+        f"{source}: skipped {len(unsafe)} video(s) whose names hold a control character (a newline, a tab); "
+        f"rename them to include them: {_listing(list(unsafe), 3)}"
+    )
+
+
 def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback: bool) -> _Folder:
-    videos, unmatched, conflicted = [], [], []
-    for obj, name in _videos_only(objects, conflicted):
+    videos, unmatched, conflicted, unsafe = [], [], [], []
+    for obj, name in _videos_only(objects, conflicted, unsafe):
         hit = pattern.match(name)
         if hit is not None:
             videos.append((hit[0], obj, hit[1], "name"))
@@ -338,7 +358,7 @@ def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback:
         else:
             unmatched.append(name)
     videos.sort(key=lambda v: (v[0], v[1].uri))
-    return _Folder(videos, unmatched, conflicted)
+    return _Folder(videos, unmatched, conflicted, unsafe)
 
 
 def _listing(names: Sequence[str], limit: int = 10) -> str:
@@ -379,6 +399,10 @@ def select(
         folder = _cell_text(row.cells.get(cols["folder"]))
         if not folder:
             problems.append(f"'{cols['folder']}' is empty")
+        try:
+            check_text(folder, f"'{cols['folder']}'")
+        except ManifestError as exc:
+            problems.append(str(exc))
         when = {}
         for role in ("start", "end"):
             raw = row.cells.get(cols[role])
@@ -393,10 +417,14 @@ def select(
             lo, hi = window(when["start"], when["end"])
             if hi < lo:
                 problems.append(f"end {when['end']:%Y-%m-%d} is before start {when['start']:%Y-%m-%d}")
+        if not problems:
+            try:
+                uri = resolve_location(folder, base)
+            except ManifestError as exc:
+                problems.append(f"'{cols['folder']}' {exc}")
         if problems:
             errors.append(f"row {row.number}: {'; '.join(problems)}")
             continue
-        uri = resolve_location(folder, base)
         windows.append((row, folder, uri, lo, hi))
 
     folders: dict[str, _Folder] = {}
@@ -423,6 +451,8 @@ def select(
         if found.conflicted:
             some = _listing(found.conflicted, 3)
             warnings.append(f"{uri}: skipped {len(found.conflicted)} Dropbox conflicted copies: {some}")
+        if found.unsafe:
+            warnings.append(_unsafe_warning(uri, found.unsafe))
 
     results: list[RowResult] = []
     chosen: dict[str, int] = {}
@@ -548,8 +578,8 @@ def from_listing(
         raise ManifestError(f"--dates: '{dates}' is not one of modified, name")
     lo, hi = bounds(since, until, dayfirst, flags=("--since", "--until"))
     name_pattern = NamePattern.compile(pattern)
-    videos, undated, conflicted, seen = [], [], [], 0
-    for obj, name in _videos_only(objects, conflicted):
+    videos, undated, conflicted, unsafe, seen = [], [], [], [], 0
+    for obj, name in _videos_only(objects, conflicted, unsafe):
         seen += 1
         hit = name_pattern.match(name)
         if dates == "name":
@@ -570,8 +600,10 @@ def from_listing(
         raise ManifestError(f"{source}: no start time for {_listing(undated, 3)}{hint}")
     if not videos:
         what = f"{seen} videos, none in the date range" if seen else f"no videos ({', '.join(VIDEO_EXTENSIONS)})"
+        if unsafe:
+            what += f"; {len(unsafe)} skipped for a control character in their names: {_listing(unsafe, 3)}"
         raise ManifestError(f"{source}: {what}")
-    warnings = []
+    warnings = [_unsafe_warning(source, unsafe)] if unsafe else []
     if conflicted:
         warnings.append(f"{source}: skipped {len(conflicted)} Dropbox conflicted copies: {_listing(conflicted, 3)}")
     window_text = f" since={since}" * bool(since) + f" until={until}" * bool(until)

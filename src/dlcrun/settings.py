@@ -23,6 +23,10 @@ from dlcrun.errors import ConfigError
 from dlcrun.selection import ISPY_PATTERN, NamePattern
 
 DEFAULT_FILE = Path("dlcrun.toml")
+# What sbatch --mem and PBS mem= both take once spelled their way (16G -> 16G / 16gb); not 16GiB.
+MEMORY = re.compile(r"\s*(\d+)\s*([kmgt]?)b?\s*", re.IGNORECASE)
+# sbatch --time / PBS walltime: [D-]H[:MM[:SS]] (minutes alone for Slurm, seconds for PBS).
+WALL_TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}")
 
 
 class Resources(BaseModel):
@@ -37,6 +41,23 @@ class Resources(BaseModel):
     partition: str = Field("", description="Slurm partition / PBS queue; empty: the default")
     account: str = Field("", description="account or allocation to charge; empty: the default")
     extra: list[str] = Field(default_factory=list, description="extra scheduler arguments")
+
+    # Refused here, before a resubmission writes anything, rather than by sbatch/qsub later.
+    @field_validator("mem")
+    @classmethod
+    def _memory_schedulers_take(cls, value: str) -> str:
+        if not MEMORY.fullmatch(value):
+            raise ValueError(
+                f"'{value}' is not a memory size schedulers take: a whole number and K, M, G or T, e.g. 32G"
+            )
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _wall_time(cls, value: str) -> str:
+        if not WALL_TIME.fullmatch(value):
+            raise ValueError(f"'{value}' is not a wall time: HH:MM:SS (e.g. 12:00:00), or D-HH:MM:SS on Slurm")
+        return value
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,12 @@
 """One array index: stage in, infer, verify, stage out, record. What every scheduler runs.
 
 Idempotent by design: an index whose verified output is already at the destination is not
-analysed again (a re-run costs GPU hours). Outputs are written on node-local scratch and only
-published once checked, .h5 last, each through the storage backend's atomic put; a killed
-index therefore leaves either complete outputs or none at the destination.
+analysed again (a re-run costs GPU hours), but only when that output provably came from this
+video (same content hash, recorded in its ``_meta.pickle``) and this snapshot and sampling; a
+same-named output of another video is never accepted and never overwritten. Outputs are written
+on node-local scratch and only published once checked, .h5 last, each through the storage
+backend's atomic put; a failed or interrupted publish removes what it had moved into place and
+its hidden parts, and lists in the record whatever it could not, for the next attempt to remove.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_ana
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.manifest import output_folders
 from dlcrun.settings import default_scratch
-from dlcrun.storage import basename, join, storage_for
+from dlcrun.storage import StoredObject, basename, join, part_uri, sha256_file, storage_for
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +84,30 @@ class Plan:
         self.stem = Path(basename(self.video)).stem
         self.spec = ModelSpec.from_dict(run.model)
         self.sampling = Sampling(stride=settings.stride, every=settings.every_seconds)
-        self.dest_dir = join(settings.dest, output_folders(entries)[index])
+        folder = output_folders(entries)[index]
+        if folder.startswith("..") or folder.startswith("/"):  # a manifest edited by hand
+            raise DlcrunError(f"{self.video}: its outputs would go to {folder}, outside dest {settings.dest}")
+        self.dest_dir = join(settings.dest, folder)
         prefix = self.stem + self.spec.scorer + self.sampling.suffix
         names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + [f"{prefix}.h5"]
         self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
 
 
-def run_index(run: Run, index: int, analyzer: Analyzer | None = None) -> Record:
+def run_index(run: Run, index: int, analyzer: Analyzer | None = None, submission: int | None = None) -> Record:
     """Process manifest index ``index`` of ``run`` and return its final record."""
-    return run_indices(run, [index], analyzer)[0]
+    return run_indices(run, [index], analyzer, submission)[0]
 
 
-def run_indices(run: Run, indices: list[int], analyzer: Analyzer | None = None) -> list[Record]:
+def run_indices(
+    run: Run, indices: list[int], analyzer: Analyzer | None = None, submission: int | None = None
+) -> list[Record]:
     """Process manifest lines in order with one loaded model; one final record per line.
 
     Video i+1 downloads while video i is analysed and video i-1 uploads, so the model waits
     neither for the network nor for a model load between videos. Scratch holds at most the
     video being analysed and the next one: the next download waits until there is room.
     """
-    return _Pipeline(run, analyzer).run(indices)
+    return _Pipeline(run, analyzer, submission).run(indices)
 
 
 @dataclass
@@ -110,17 +118,75 @@ class _Job:
     room: threading.Event = field(default_factory=threading.Event)  # set: scratch may hold this video
     lock: threading.Lock = field(default_factory=threading.Lock)
     final: bool = False
+    uploading: bool = False  # a put may still land: what was listed stays listed
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """Which video an output came from: its location as given, its size, and content hashes
+    (``sha256`` always once downloaded; the storage's own, e.g. ``dropbox``, where it has one).
+
+    Two identities are the same video when the sizes agree and every hash kind both know
+    agrees (at least one must be shared): the location alone proves nothing (``trial1.mp4`` of
+    two mice), and the same bytes under another name are the same video.
+    """
+
+    location: str
+    size: int
+    hashes: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "size": self.size, "hashes": dict(self.hashes)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> SourceIdentity | None:
+        try:
+            assert isinstance(data, dict)
+            hashes = {str(k): str(v) for k, v in dict(data["hashes"]).items()}
+            return cls(location=str(data["location"]), size=int(data["size"]), hashes=hashes)
+        except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+    def matches(self, size: int, hashes: dict[str, str]) -> bool | None:
+        """True/False when the hashes tell; None when no hash kind is shared (a download will)."""
+        if size != self.size:
+            return False
+        shared = set(hashes) & set(self.hashes)
+        if not shared:
+            return None
+        return all(hashes[k] == self.hashes[k] for k in shared)
+
+
+def _tagged(content_hash: str | None) -> dict[str, str]:
+    """``"dropbox:ab12"`` -> ``{"dropbox": "ab12"}``."""
+    if not content_hash or ":" not in content_hash:
+        return {}
+    kind, value = content_hash.split(":", 1)
+    return {kind: value}
+
+
+@dataclass
+class _Claim:
+    """What the outputs already at the destination say about themselves (their _meta.pickle)."""
+
+    source: SourceIdentity | None
+    snapshot: str | None
+    frames: int
+    stride: int
+    fps: float
 
 
 @dataclass
 class _Staged:
     video: Path | None = None  # on scratch, to analyse
+    identity: SourceIdentity | None = None  # of that video
     verified: tuple[list[Output], int, int] | None = None  # outputs already at the destination
 
 
 class _Pipeline:
-    def __init__(self, run: Run, analyzer: Analyzer | None):
+    def __init__(self, run: Run, analyzer: Analyzer | None, submission: int | None = None):
         self.run_ = run
+        self.submission = submission
         self.settings = run.settings
         self.analyzer = analyzer
         self._load_error: DlcrunError | None = None
@@ -204,6 +270,7 @@ class _Pipeline:
                 finished=now(),
                 job_id=job_id_from_environment(),
                 host=socket.gethostname(),
+                submission=self.submission,
             )
             if 0 <= index < len(run):
                 record.video = run.manifest.entries[index]
@@ -221,6 +288,9 @@ class _Pipeline:
             host=socket.gethostname(),
             started=now(),
             scorer=plan.spec.scorer,
+            submission=self.submission,
+            # What an interrupted publish may have left: removed before this attempt writes.
+            publishing=list(previous.publishing) if previous is not None and previous.state != "done" else [],
         )
         run.write_record(record)
         scratch_root = self.settings.scratch or default_scratch()
@@ -229,17 +299,54 @@ class _Pipeline:
         return _Job(plan=plan, record=record, workdir=workdir)
 
     def _stage_in(self, job: _Job) -> _Staged:
-        """Background: outputs already verified at the destination, or the video on scratch."""
+        """Background: outputs already verified at the destination, or the video on scratch.
+
+        Outputs already at the destination count only when their _meta.pickle names this
+        video's content (and this snapshot and sampling): a same-named output of another video
+        fails the index with both named, and is left as it is.
+        """
         plan, record = job.plan, job.record
         job.workdir.mkdir(parents=True)
-        done = _verified_at_destination(plan, job.workdir)
-        if done is not None:
-            log.info("index %d: verified outputs already at %s; not analysed again", plan.index, plan.dest_dir)
-            return _Staged(verified=done)
+        _remove_leftovers(plan, record)
         source = storage_for(plan.video)
         info = source.stat(plan.video)
         if info is None:
             raise StorageError(f"{plan.video}: no such video")
+        claim = _claim_at_destination(plan, job.workdir)
+        if claim is None:
+            return self._fetch(job, source, info)
+        if claim.source is None:
+            raise VerificationError(
+                f"{plan.outputs[-1]}: already there, but not written by dlcrun for a known video (no source "
+                f"record in its _meta.pickle), so it cannot be told apart from keypoints of another video; "
+                f"move it away or choose another dest, then resubmit {plan.video}"
+            )
+        same = claim.source.matches(info.size, _tagged(source.fingerprint(plan.video)))
+        staged: _Staged | None = None
+        if same is None:  # the backend has no hash of its own: only the bytes can tell
+            staged = self._fetch(job, source, info)
+            assert staged.identity is not None
+            same = claim.source.matches(staged.identity.size, staged.identity.hashes)
+        if not same:
+            if staged is not None and staged.video is not None:
+                staged.video.unlink(missing_ok=True)
+            raise VerificationError(
+                f"{plan.outputs[-1]}: holds keypoints of {claim.source.location}, a different video from "
+                f"{plan.video} (other content); left as it is: move those outputs away or choose another dest, "
+                "then resubmit"
+            )
+        done = _complete(plan, claim, job.workdir)
+        if done is not None:
+            log.info("index %d: outputs of this video already at %s; not analysed again", plan.index, plan.dest_dir)
+            if staged is not None and staged.video is not None:
+                staged.video.unlink(missing_ok=True)
+            return _Staged(verified=done)
+        # This video's, but partial, short or of another snapshot/sampling: analysed again and replaced.
+        return staged if staged is not None else self._fetch(job, source, info)
+
+    def _fetch(self, job: _Job, source: Any, info: StoredObject) -> _Staged:
+        """The video to scratch (waiting for room), and its identity from the bytes fetched."""
+        plan, record = job.plan, job.record
         while True:
             free = shutil.disk_usage(job.workdir).free
             if info.size + SCRATCH_MARGIN <= free:
@@ -252,9 +359,14 @@ class _Pipeline:
             job.room.wait()  # the video before it leaves scratch once analysed
         clock = time.monotonic()
         local_video = job.workdir / basename(plan.video)
-        record.bytes_in = source.fetch(plan.video, local_video).size
+        fetched = source.fetch(plan.video, local_video)
+        record.bytes_in = fetched.size
+        hashes = _tagged(fetched.content_hash)
+        hashes.setdefault("sha256", fetched.sha256 or sha256_file(local_video))
+        identity = SourceIdentity(location=plan.video, size=fetched.size, hashes=hashes)
+        record.source = identity.to_dict()
         record.seconds["fetch"] = round(time.monotonic() - clock, 3)
-        return _Staged(video=local_video)
+        return _Staged(video=local_video, identity=identity)
 
     def _model(self) -> Analyzer:
         if self.analyzer is None:
@@ -283,12 +395,21 @@ class _Pipeline:
         if staged.verified is not None:
             record.outputs, record.frames, record.stride = staged.verified
             return None
-        assert staged.video is not None
+        assert staged.video is not None and staged.identity is not None
         first_load = self.analyzer is None
         analyzer = self._model()
         record.seconds["load"] = self._load_seconds if first_load else 0.0
+        provenance = {
+            "source": staged.identity.to_dict(),
+            "model": {"snapshot": plan.spec.snapshot, "scorer": plan.spec.scorer, "shuffle": plan.spec.shuffle},
+        }
         analysis = analyzer.analyze(
-            staged.video, job.workdir / "out", self.settings.save_csv, stem=plan.stem, sampling=plan.sampling
+            staged.video,
+            job.workdir / "out",
+            self.settings.save_csv,
+            stem=plan.stem,
+            sampling=plan.sampling,
+            provenance=provenance,
         )
         record.seconds["infer"] = round(analysis.seconds, 3)
         record.frames, record.stride = analysis.frames, analysis.stride
@@ -300,21 +421,47 @@ class _Pipeline:
         return [(by_name[basename(uri)], uri) for uri in plan.outputs]
 
     def _publish(self, job: _Job, outputs: list[tuple[Path, str]] | None) -> None:
-        """Background: upload (.h5 last), then the final record."""
+        """Background: upload (.h5 last), then the final record. All or nothing: every location
+        it may write (final and hidden part names) is in the record before the first byte, and
+        a failure removes them again."""
         try:
             if outputs is not None:
                 clock = time.monotonic()
                 dest = storage_for(job.plan.dest_dir)
+                record = job.record
+                record.publishing = [u for _, u in outputs] + [part_uri(u) for _, u in outputs]
+                self.run_.write_record(record)
+                job.uploading = True
                 for local, uri in outputs:
                     if job.final:
                         return
                     stored = dest.put(local, uri)
-                    job.record.outputs.append(Output(uri=uri, size=stored.size, sha256=stored.sha256 or ""))
-                job.record.seconds["upload"] = round(time.monotonic() - clock, 3)
+                    record.outputs.append(Output(uri=uri, size=stored.size, sha256=stored.sha256 or ""))
+                job.uploading = False
+                record.seconds["upload"] = round(time.monotonic() - clock, 3)
+                record.publishing = []
         except BaseException as exc:
+            job.uploading = False
             self._settle(job, exc)
         else:
             self._settle(job, None)
+
+    def _unpublish(self, job: _Job) -> None:
+        """Remove what a failed or interrupted publish wrote; what cannot be removed stays listed
+        in ``record.publishing`` for the next attempt."""
+        record = job.record
+        if not record.publishing:
+            return
+        left: list[str] = []
+        for uri in record.publishing:
+            try:
+                storage_for(uri).delete(uri)
+            except Exception as exc:  # noqa: BLE001 - one unremovable file must not hide the others
+                log.warning("%s: could not remove (%s); the next attempt will", uri, one_line(exc))
+                left.append(uri)
+        # An upload still running in its thread (SIGTERM) may land after this: keep it all listed.
+        record.publishing = list(record.publishing) if job.uploading else left
+        record.outputs = []
 
     def _settle(self, job: _Job, exc: BaseException | None) -> None:
         """Write the job's final record once (whoever comes first) and clear its scratch."""
@@ -323,6 +470,8 @@ class _Pipeline:
                 return
             job.final = True
             record = job.record
+            if exc is not None:
+                self._unpublish(job)
             if exc is None:
                 record.state, record.error = "done", ""
             elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
@@ -376,37 +525,72 @@ def _still_published(record: Record) -> bool:
     return True
 
 
-def _verified_at_destination(plan: Plan, workdir: Path) -> tuple[list[Output], int, int] | None:
-    """Outputs left by an earlier run with the same snapshot and sampling, if they check out:
-    (outputs, frames in the video, stride).
+def _remove_leftovers(plan: Plan, record: Record) -> None:
+    """What an earlier attempt of this index listed while publishing and did not finish: its
+    hidden parts always; its final names too unless the whole set is there (which the identity
+    check may then accept)."""
+    if not record.publishing:
+        return
+    finals = set(plan.outputs)
+    present = {uri for uri in record.publishing if storage_for(uri).stat(uri) is not None}
+    complete = finals <= present
+    for uri in sorted(present):
+        if uri not in finals or not complete:
+            log.info("index %d: removing %s, left by an interrupted publish", plan.index, uri)
+            storage_for(uri).delete(uri)
+    record.publishing = []
 
-    The .h5 must hold one row per analysed frame of the video as its _meta.pickle describes it
-    (all frames, or one in ``stride``), and that stride must be the one this run asks for; a
-    short or unreadable file is analysed again (DLC itself would skip it forever, issue 3101).
-    """
+
+def _claim_at_destination(plan: Plan, workdir: Path) -> _Claim | None:
+    """None when none of this video's output names is taken at the destination; else what the
+    outputs there say about their source (``source`` None: they do not say, or cannot be read)."""
+    dest = storage_for(plan.dest_dir)
+    found = [dest.stat(uri) for uri in plan.outputs]
+    if all(f is None for f in found):
+        return None
+    meta_uri = plan.outputs[0]
+    check = workdir / "check"
+    try:
+        if found[0] is None:  # an .h5 (or .csv) without its _meta.pickle: nobody vouches for it
+            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0)
+        meta = check / basename(meta_uri)
+        dest.fetch(meta_uri, meta)
+        try:
+            with open(meta, "rb") as fh:
+                metadata = pickle.load(fh)
+            data = metadata["data"]
+            ours = metadata.get("dlcrun", {})  # no "dlcrun": DLC wrote it
+            source = SourceIdentity.from_dict(ours.get("source"))
+            snapshot = (ours.get("model") or {}).get("snapshot")
+            frames = int(ours.get("frames_decoded", data["nframes"]))
+            stride = int(ours.get("stride", 1))
+            fps = float(data.get("fps") or 0)
+        except Exception:  # noqa: BLE001 - any damage means: not provably this video's
+            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0)
+        return _Claim(source=source, snapshot=snapshot, frames=frames, stride=stride, fps=fps)
+    finally:
+        shutil.rmtree(check, ignore_errors=True)
+
+
+def _complete(plan: Plan, claim: _Claim, workdir: Path) -> tuple[list[Output], int, int] | None:
+    """(outputs, frames in the video, stride) when this video's outputs there are whole and of
+    this snapshot and sampling: every file present, the .h5 one row per analysed frame (a short
+    or unreadable file is analysed again; DLC itself would skip it forever, issue 3101)."""
+    if claim.snapshot != plan.spec.snapshot or claim.stride != plan.sampling.stride_for(claim.fps):
+        return None
     dest = storage_for(plan.dest_dir)
     found = [dest.stat(uri) for uri in plan.outputs]
     if any(f is None for f in found):
         return None
-    h5_uri, meta_uri = plan.outputs[-1], plan.outputs[0]
-    check = workdir / "check"
-    h5 = check / basename(h5_uri)
-    meta = check / basename(meta_uri)
-    dest.fetch(h5_uri, h5)
-    dest.fetch(meta_uri, meta)
+    h5 = workdir / "check" / basename(plan.outputs[-1])
     try:
-        with open(meta, "rb") as fh:
-            metadata = pickle.load(fh)
-        data, ours = metadata["data"], metadata.get("dlcrun", {})  # no "dlcrun": DLC wrote it, full rate
-        frames = int(ours.get("frames_decoded", data["nframes"]))
-        stride = int(ours.get("stride", 1))
-        wanted = plan.sampling.stride_for(float(data.get("fps") or 0))
+        dest.fetch(plan.outputs[-1], h5)
         rows = count_rows(h5)
-    except (InferenceError, OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+    except (InferenceError, StorageError, OSError):
         return None
     finally:
-        shutil.rmtree(check, ignore_errors=True)
-    if stride != wanted or rows != -(-frames // stride):
+        shutil.rmtree(h5.parent, ignore_errors=True)
+    if rows != -(-claim.frames // claim.stride):
         return None
     outputs = [Output(uri=f.uri, size=f.size, sha256=f.sha256 or "") for f in found if f is not None]
-    return outputs, frames, stride
+    return outputs, claim.frames, claim.stride

@@ -3,20 +3,26 @@
 A detached supervisor process (its own session, so closing the terminal does not stop it)
 starts one ``dlcrun task`` subprocess per array index, exactly what a cluster array index
 runs, and keeps a small state file that ``status`` reads.
+
+The job id names the supervisor as ``local-<pid>-<start>-<boot>``: its PID, its start time
+(clock ticks since boot, field 22 of /proc/<pid>/stat) and the first 8 hex digits of the boot
+id (/proc/sys/kernel/random/boot_id). PIDs are reused: a process counts as the array's, for
+``status`` and for ``cancel``'s signal, only while all three still match. A bare ``local-<pid>``
+(written by an older dlcrun) counts only while that PID runs this module for this run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.ledger import Damaged, Run, read_object, write_json
 from dlcrun.schedulers import JobPlan, register, task_argv
 from dlcrun.settings import Resources
 
@@ -34,21 +40,25 @@ class LocalScheduler:
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
         (plan,) = self.plan(run, submission, size, max_running)
-        return [_detach(plan.argv, run.path / "logs" / f"local-{submission:03d}.log")]
+        return [job_id(_detach(plan.argv, run.path / "logs" / f"local-{submission:03d}.log"))]
 
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
-        return _detach(_here(argv), workdir / "logs" / "train.out")
+        return f"local-{_detach(_here(argv), workdir / 'logs' / 'train.out')}"
 
     def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
         out: dict[int, str] = {}
         for sub in run.submissions():
             if sub.scheduler != self.name or not set(sub.job_ids) & set(job_ids):
                 continue
+            path = _state_file(run, sub.number)
             try:
-                state = read_json(_state_file(run, sub.number))
-            except (FileNotFoundError, json.JSONDecodeError):
+                state = read_object(path)
+            except FileNotFoundError:
                 state = {}
-            alive = all(_alive(j) for j in sub.job_ids)
+            except Damaged as exc:
+                run.warn(path, f"damaged ({exc}); while its array runs, all its indices count as queued")
+                state = {}
+            alive = bool(sub.job_ids) and all(ours(j, run) for j in sub.job_ids)
             for k in range(run.array_size(len(sub.indices))):
                 s = state.get(str(k), "pending")
                 if s in ("pending", "running") and alive:
@@ -56,46 +66,90 @@ class LocalScheduler:
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
+        """SIGTERM to each array's supervisor and its tasks, only while the PID is still ours."""
         for job in job_ids:
-            pid = _pid(job)
-            if pid and _alive(job):
+            found = _JOB.fullmatch(job)
+            if found and ours(job, run):
                 try:
-                    os.killpg(pid, signal.SIGTERM)
+                    os.killpg(int(found.group(1)), signal.SIGTERM)
                 except ProcessLookupError:
                     pass
 
 
-def _detach(argv: list[str], log_path: Path) -> str:
-    """Start ``argv`` in its own session (closing the terminal does not stop it); its job id."""
+def _detach(argv: list[str], log_path: Path) -> int:
+    """Start ``argv`` in its own session (closing the terminal does not stop it); its PID."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    return f"local-{proc.pid}"
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        except OSError:
+            if log.tell() == 0:  # nothing started: leave no empty log behind
+                log_path.unlink(missing_ok=True)
+            raise
+    return proc.pid
 
 
-def _pid(job_id: str) -> int | None:
+_JOB = re.compile(r"local-(\d+)(?:-(\d+)-([0-9a-f]*))?")
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks since boot) of process ``pid``; None if none."""
     try:
-        return int(job_id.removeprefix("local-"))
-    except ValueError:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(") ", 1)[1].split()  # the command name may hold ") "
+    except (OSError, IndexError):
         return None
+    return fields[0], fields[19]  # fields 3 and 22 of proc(5)
 
 
-def _alive(job_id: str) -> bool:
-    pid = _pid(job_id)
-    if pid is None:
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip().replace("-", "")[:8]
+    except OSError:
+        return ""
+
+
+def job_id(pid: int) -> str:
+    """The job id of the process ``pid`` now: PID, start time and boot; ``local-<pid>`` without /proc."""
+    found = _stat(pid)
+    return f"local-{pid}-{found[1]}-{_boot_id()}" if found else f"local-{pid}"
+
+
+def ours(job: str, run: Run) -> bool:
+    """Whether ``job`` still runs, as the very process it named (never a later one given its PID)."""
+    found = _JOB.fullmatch(job)
+    if not found:
         return False
+    pid = int(found.group(1))
+    if not os.path.exists("/proc/self/stat"):  # no /proc (not Linux): only the PID can be asked about
+        return _exists(pid)
+    now = _stat(pid)
+    if now is None or now[0] in "ZX":  # gone, or finished and not yet reaped
+        return False
+    if found.group(2) is not None:
+        return now[1] == found.group(2) and _boot_id() == found.group(3)
+    return _supervises(pid, run)  # an older dlcrun's id: no start time to compare
+
+
+def _supervises(pid: int, run: Run) -> bool:
+    """Whether ``pid`` runs this module for ``run`` (what an id without a start time can be checked by)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "dlcrun.schedulers.local" in args and any(Path(a).name == run.id for a in args if a)
+
+
+def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A finished child of this process is a zombie until reaped; treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+    return True
 
 
 @register("local")

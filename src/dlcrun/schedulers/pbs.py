@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
-from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.ledger import Damaged, Run, read_object_list, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -134,12 +134,16 @@ class PbsScheduler:
         for sub in run.submissions():
             if sub.scheduler != self.name:
                 continue
+            path = _arrays_file(run, sub.number, self.flavor)
             try:
-                arrays = read_json(_arrays_file(run, sub.number, self.flavor))
+                arrays = [(str(a["job"]), int(a["first"])) for a in read_object_list(path)]
             except FileNotFoundError:
-                arrays = [{"job": j, "first": 0} for j in sub.job_ids]
-            for array in arrays:
-                known[_sequence(str(array["job"]))] = (int(array["first"]), sub.indices)
+                arrays = [(j, 0) for j in sub.job_ids]
+            except (Damaged, KeyError, TypeError, ValueError) as exc:
+                run.warn(path, f"damaged ({exc}); its arrays are taken from the submission's job ids")
+                arrays = [(j, 0) for j in sub.job_ids]
+            for job, first in arrays:
+                known[_sequence(job)] = (first, sub.indices)
         wanted = [j for j in job_ids if _sequence(j) in known]
         if not wanted:
             return {}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dlcrun.errors import ConfigError, SubmissionError, one_line
 from dlcrun.schedulers import PREVIOUS, JobPlan
+from dlcrun.settings import MEMORY
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 _TASK_LINE = re.compile(r"^TASK=\(.*\)$", re.MULTILINE)
@@ -83,7 +84,7 @@ def job_name(prefix: str, run_id: str) -> str:
 
 def memory(value: str) -> tuple[int, str]:
     """``16G`` / ``16gb`` / ``500M`` -> (16, 'g'); anything else names the setting to fix."""
-    found = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", value, re.IGNORECASE)
+    found = MEMORY.fullmatch(value)
     if not found:
         raise ConfigError(f"resources.mem = '{value}': use a whole number and a unit, e.g. 16G or 500M")
     return int(found.group(1)), (found.group(2) or "m").lower()

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
-from dlcrun.ledger import Run, read_json, write_json
+from dlcrun.ledger import Damaged, Run, read_object_list, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -111,12 +111,8 @@ class SlurmScheduler:
         for sub in run.submissions():
             if sub.scheduler != self.name:
                 continue
-            try:
-                arrays = read_json(_arrays_file(run, sub.number))
-            except FileNotFoundError:
-                arrays = [{"job": j, "offset": 0} for j in sub.job_ids]
-            for array in arrays:
-                offsets[str(array["job"])] = (int(array["offset"]), sub.indices)
+            for job, offset in _arrays(run, sub.number, sub.job_ids):
+                offsets[job] = (offset, sub.indices)
         wanted = [j for j in job_ids if j in offsets]
         if not wanted:
             return {}
@@ -137,8 +133,13 @@ class SlurmScheduler:
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
-        if job_ids:
-            checked(self.runner, ["scancel", *job_ids])
+        if not job_ids:
+            return
+        done = self.runner(["scancel", *job_ids])
+        complaints = [line for line in (done.stderr or "").splitlines() if line.strip()]
+        if done.returncode != 0 and not (complaints and all(_ENDED.search(line) for line in complaints)):
+            said = one_line(done.stderr or done.stdout or "", 300) or f"exit status {done.returncode}"
+            raise SubmissionError(f"scancel failed: {said}")
 
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
         script_path = workdir / "train.slurm"
@@ -153,6 +154,23 @@ class SlurmScheduler:
             str(script_path),
         ]
         return _parse_job_id(checked(self.runner, command))
+
+
+# scancel's words for an array that ended (and was purged) between status and cancel: not a failure.
+_ENDED = re.compile(r"Invalid job id|already completing or completed|Job/step already completing", re.IGNORECASE)
+
+
+def _arrays(run: Run, submission: int, job_ids: list[str]) -> list[tuple[str, int]]:
+    """(job id, offset) of each array of a submission; from its job ids alone (offset 0) when the
+    arrays file is missing (an older dlcrun) or damaged (with a warning)."""
+    path = _arrays_file(run, submission)
+    try:
+        return [(str(a["job"]), int(a["offset"])) for a in read_object_list(path)]
+    except FileNotFoundError:
+        pass
+    except (Damaged, KeyError, TypeError, ValueError) as exc:
+        run.warn(path, f"damaged ({exc}); its arrays are taken from the submission's job ids")
+    return [(j, 0) for j in job_ids]
 
 
 def _parse_job_id(stdout: str) -> str:

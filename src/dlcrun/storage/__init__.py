@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,19 @@ from dlcrun.errors import StorageError
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One file in storage. ``sha256`` is set only where the backend knows it cheaply."""
+    """One file in storage. ``sha256`` is set only where the backend knows it cheaply.
+
+    ``content_hash`` is the backend's own fingerprint of the bytes, tagged with its kind
+    (``sha256:<hex>`` for local files, ``dropbox:<hex>`` for Dropbox's block hash): what
+    identifies a video across runs, so that an output can be tied to the exact video it came
+    from without trusting names.
+    """
 
     uri: str
     size: int
     mtime: float | None = None
     sha256: str | None = None
+    content_hash: str | None = None
 
 
 @runtime_checkable
@@ -50,6 +58,11 @@ class Storage(Protocol):
 
     def delete(self, uri: str) -> None:
         """Remove ``uri`` if present."""
+        ...
+
+    def fingerprint(self, uri: str) -> str | None:
+        """``uri``'s content hash (as ``StoredObject.content_hash``) without downloading it, or
+        None where only a download can tell (the caller then hashes the downloaded copy)."""
         ...
 
 
@@ -96,12 +109,39 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
 
 
+# One token per process: with the pid it makes this process's hidden part names unique (two
+# attempts at one output never share one) yet known in advance, so a publish that is cut short
+# can list, and a later attempt remove, every part it may have left.
+_PROCESS_TOKEN = secrets.token_hex(3)
+PART_MARK = ".dlcrun-part-"
+_MAX_PID = 4194304  # Linux's pid_max ceiling
+
+
+def part_name(name: str, pid: int | None = None) -> str:
+    """The hidden name a backend writes ``name`` under before moving it into place."""
+    return f".{name}{PART_MARK}{os.getpid() if pid is None else pid}-{_PROCESS_TOKEN}"
+
+
+def part_uri(uri: str) -> str:
+    """``part_name`` beside ``uri``, keeping its scheme and folder."""
+    head, sep, name = uri.rpartition("/")
+    if not sep:  # "rclone:remote:name" or "dropbox:name"
+        head, sep, name = uri.rpartition(":")
+    return f"{head}{sep}{part_name(name)}"
+
+
+# Bytes a part name adds to a file name: a name longer than NAME_MAX minus this fails only
+# when it is written, after the inference it would have published.
+PART_NAME_EXTRA = len(part_name("", pid=_MAX_PID))
+NAME_MAX = 255
+
+
 @contextlib.contextmanager
 def staged(target: Path) -> Iterator[Path]:
-    """A hidden, pid-tagged name beside ``target`` to write to: renamed onto ``target`` when the
-    block ends normally, removed when it raises, so ``target`` is whole or absent."""
+    """A hidden, process-tagged name beside ``target`` to write to: renamed onto ``target`` when
+    the block ends normally, removed when it raises, so ``target`` is whole or absent."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.dlcrun-part-{os.getpid()}")
+    tmp = target.with_name(part_name(target.name))
     try:
         yield tmp
         os.replace(tmp, target)
@@ -129,10 +169,14 @@ def _load_backends() -> None:
 
 
 __all__ = [
+    "NAME_MAX",
+    "PART_NAME_EXTRA",
     "Storage",
     "StoredObject",
     "basename",
     "join",
+    "part_name",
+    "part_uri",
     "register",
     "scheme_of",
     "sha256_file",

@@ -15,9 +15,14 @@ Credentials, in order (the SDK refreshes short-lived access tokens itself):
 - the token file ``dlcrun auth dropbox`` writes: ``$XDG_CONFIG_HOME/dlcrun/dropbox.json``
   (default ``~/.config/dlcrun/dropbox.json``), mode 0600, refused if others can read it.
 
-Secrets are never written anywhere else and never appear in messages. Two more variables
-point the backend at another endpoint (an emulation in tests, a TLS-inspecting proxy); they
-are read here only, and travel to array tasks in the environment like the credentials:
+Every value is stripped of surrounding whitespace when loaded and refused, naming its variable
+or file (never the value), if a control character (CR, LF, ...) remains inside it; the secrets
+are registered with ``dlcrun.errors.redact``, which every record, log line and printed error
+passes through. Secrets are never written anywhere else and never appear in messages.
+
+Two more variables point the backend at another endpoint (an emulation in tests, a
+TLS-inspecting proxy); they are read here only, and travel to array tasks in the environment
+like the credentials:
 
 - ``DLCRUN_DROPBOX_API_HOST``: ``host:port`` for both the API and the content host;
 - ``DLCRUN_DROPBOX_CA_BUNDLE``: the only CA bundle trusted for Dropbox connections
@@ -34,8 +39,6 @@ import json
 import logging
 import os
 import random
-import re
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +47,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dlcrun.errors import ConfigError, StorageError
+from dlcrun.errors import ConfigError, DlcrunError, StorageError, clean_credential, one_line, redact, register_secret
 from dlcrun.ledger import write_json
-from dlcrun.storage import StoredObject, register
+from dlcrun.storage import StoredObject, part_name, register
 
 if TYPE_CHECKING:
     import requests
@@ -123,6 +126,10 @@ class Credentials:
     access_token: str = field(default="", repr=False)
     source: str = ""
 
+    def __post_init__(self) -> None:
+        for secret in self.secrets():  # however they were made, errors and logs mask them
+            register_secret(secret)
+
     def secrets(self) -> list[str]:
         return [s for s in (self.refresh_token, self.access_token) if s]
 
@@ -134,20 +141,29 @@ def token_path() -> Path:
     return root / "dlcrun" / "dropbox.json"
 
 
+def _from_env(name: str) -> str:
+    """A credential variable, stripped and checked (a control character inside it is an error
+    naming the variable); "" when unset or blank."""
+    return clean_credential(os.environ.get(name, ""), name, secret=name != ENV_APP_KEY)
+
+
 def load_credentials() -> Credentials:
-    """Credentials from the environment, else the token file; a clear error when there are none."""
-    env = os.environ
-    if env.get(ENV_REFRESH_TOKEN):
-        if not env.get(ENV_APP_KEY):
+    """Credentials from the environment, else the token file; a clear error when there are none.
+
+    Every value is stripped of surrounding whitespace (a CRLF env file leaves a CR behind) and
+    refused, naming its variable or file, if a control character remains inside it."""
+    env = {name: _from_env(name) for name in (ENV_REFRESH_TOKEN, ENV_ACCESS_TOKEN, ENV_APP_KEY)}
+    if env[ENV_REFRESH_TOKEN]:
+        if not env[ENV_APP_KEY]:
             raise ConfigError(f"{ENV_REFRESH_TOKEN} is set but {ENV_APP_KEY} is not: a refresh token needs its app key")
         return Credentials(env[ENV_APP_KEY], refresh_token=env[ENV_REFRESH_TOKEN], source=ENV_REFRESH_TOKEN)
-    if env.get(ENV_ACCESS_TOKEN):
+    if env[ENV_ACCESS_TOKEN]:
         log.warning(
             "%s is a short-lived Dropbox token (hours): tasks that start after it expires will fail; "
             "run `dlcrun auth dropbox` for a refresh token",
             ENV_ACCESS_TOKEN,
         )
-        return Credentials(env.get(ENV_APP_KEY, ""), access_token=env[ENV_ACCESS_TOKEN], source=ENV_ACCESS_TOKEN)
+        return Credentials(env[ENV_APP_KEY], access_token=env[ENV_ACCESS_TOKEN], source=ENV_ACCESS_TOKEN)
     path = token_path()
     if path.is_file():
         return read_token_file(path)
@@ -163,9 +179,14 @@ def read_token_file(path: Path) -> Credentials:
         raise ConfigError(f"{path}: readable by others (mode {mode:o}); run `chmod 600 {path}`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Credentials(str(data["app_key"]), refresh_token=str(data["refresh_token"]), source=str(path))
+        app_key, refresh_token = str(data["app_key"]), str(data["refresh_token"])
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path}: not a dlcrun Dropbox token file; run `dlcrun auth dropbox` again") from None
+    refresh_token = clean_credential(refresh_token, f"{path} (key refresh_token)")
+    app_key = clean_credential(app_key, f"{path} (key app_key)", secret=False)
+    if not (app_key and refresh_token):
+        raise ConfigError(f"{path}: app_key or refresh_token is empty; run `dlcrun auth dropbox` again")
+    return Credentials(app_key, refresh_token=refresh_token, source=str(path))
 
 
 def write_token_file(app_key: str, refresh_token: str, account_id: str = "") -> Path:
@@ -191,9 +212,10 @@ def authorize(app_key: str, ask_code: Callable[[str], str]) -> tuple[Path, str]:
     import requests
 
     sdk = _sdk()
-    if not app_key.strip():
+    app_key = clean_credential(app_key, f"the app key (--app-key or {ENV_APP_KEY})", secret=False)
+    if not app_key:
         raise ConfigError(f"no app key: pass --app-key or set {ENV_APP_KEY} (App Console -> your app -> App key)")
-    flow = sdk.DropboxOAuth2FlowNoRedirect(app_key.strip(), use_pkce=True, token_access_type="offline")
+    flow = sdk.DropboxOAuth2FlowNoRedirect(app_key, use_pkce=True, token_access_type="offline")
     flow.requests_session = _http_session()
     code = ask_code(flow.start()).strip()
     if not code:
@@ -210,7 +232,9 @@ def authorize(app_key: str, ask_code: Callable[[str], str]) -> tuple[Path, str]:
         raise StorageError(f"could not reach Dropbox to finish authorization ({type(exc).__name__})") from None
     if not result.refresh_token:
         raise StorageError("Dropbox returned no refresh token; the app must allow offline access")
-    return write_token_file(app_key.strip(), result.refresh_token, result.account_id), result.account_id
+    register_secret(result.access_token)
+    refresh_token = clean_credential(result.refresh_token, "the refresh token Dropbox returned")
+    return write_token_file(app_key, refresh_token, result.account_id), result.account_id
 
 
 # --- the SDK, its hosts and its TLS ------------------------------------------------------------
@@ -331,7 +355,6 @@ class DropboxStorage:
     ):
         self._credentials = credentials
         self._client: Any = None
-        self._secrets: list[str] = credentials.secrets() if credentials else []
         self._source = credentials.source if credentials else ""
         self.chunk_size = chunk_size or _chunk_from_env()
         self.attempts = max(1, attempts)
@@ -343,7 +366,6 @@ class DropboxStorage:
         if self._client is None:
             sdk = _sdk()
             creds = self._credentials or load_credentials()
-            self._secrets = creds.secrets()
             from dlcrun import __version__
 
             self._client = sdk.Dropbox(
@@ -406,6 +428,11 @@ class DropboxStorage:
             if not _is_not_found(exc):
                 raise self._refused(uri, "delete", exc) from None
 
+    def fingerprint(self, uri: str) -> str | None:
+        """Dropbox's content_hash, from the metadata: no download needed."""
+        found = self.stat(uri)
+        return found.content_hash if found is not None else None
+
     def fetch(self, uri: str, local: Path) -> StoredObject:
         """Stream to a hidden temporary file beside ``local``, resuming after a drop; verify; rename."""
         from dropbox.exceptions import ApiError
@@ -467,7 +494,7 @@ class DropboxStorage:
         if not final:
             raise StorageError(f"{uri}: not a file location")
         parent, name = final.rsplit("/", 1)
-        tmp = f"{parent}/.{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(3)}"
+        tmp = f"{parent}/{part_name(name)}"
         try:
             expected, sha256 = file_hashes(local)
             size = local.stat().st_size
@@ -608,7 +635,7 @@ class DropboxStorage:
             except AuthError as exc:
                 raise self._auth_failed(uri, exc) from None
             except BadInputError as exc:
-                raise StorageError(self._redact(f"{uri}: Dropbox rejected the {what} request: {exc.message}")) from None
+                raise StorageError(one_line(f"{uri}: Dropbox rejected the {what} request: {exc.message}")) from None
             except HttpError as exc:
                 raise StorageError(f"{uri}: {what} failed: HTTP {exc.status_code}") from None
             except requests.exceptions.SSLError:
@@ -619,11 +646,20 @@ class DropboxStorage:
                 reason = f"connection lost ({type(exc).__name__})"
             except _Transient as exc:
                 reason = str(exc)
+            except DlcrunError:
+                raise  # already a one-line message (no credentials, a bad setting)
+            except Exception as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, requests.RequestException):
+                    raise  # the local disk: the caller names the file
+                # Anything else (requests' InvalidHeader, InvalidURL, an SDK surprise) must not escape
+                # as a traceback that quotes a header: one redacted line, the rest at debug level.
+                log.debug("%s: %s raised", uri, what, exc_info=True)
+                raise StorageError(one_line(f"{uri}: {what} failed: {type(exc).__name__}: {exc}")) from None
             if attempt == self.attempts:
                 break
             log.warning("%s: %s: %s; retry %d/%d in %.1f s", uri, what, reason, attempt, self.attempts - 1, wait)
             time.sleep(wait)
-        raise StorageError(self._redact(f"{uri}: {what} failed after {self.attempts} attempts ({reason})"))
+        raise StorageError(redact(f"{uri}: {what} failed after {self.attempts} attempts ({reason})"))
 
     def _auth_failed(self, uri: str, exc: Any) -> StorageError:
         tags = _tags(exc.error) if exc.error is not None else []
@@ -638,17 +674,17 @@ class DropboxStorage:
         return StorageError(f"{uri}: Dropbox refused the credentials from {where} ({reason}); {AUTH_HINT}")
 
     def _refused(self, uri: str, what: str, exc: Any) -> StorageError:
-        return StorageError(self._redact(f"{uri}: Dropbox refused the {what} ({_summary(exc.error)})"))
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return re.sub(r"(?i)bearer\s+\S+", "Bearer ***", text)
+        return StorageError(redact(f"{uri}: Dropbox refused the {what} ({_summary(exc.error)})"))
 
     @staticmethod
     def _stored(meta: Any) -> StoredObject:
         modified = meta.server_modified.replace(tzinfo=dt.timezone.utc).timestamp()
-        return StoredObject(uri=to_uri(meta.path_display or meta.path_lower), size=int(meta.size), mtime=modified)
+        return StoredObject(
+            uri=to_uri(meta.path_display or meta.path_lower),
+            size=int(meta.size),
+            mtime=modified,
+            content_hash=f"dropbox:{meta.content_hash}" if getattr(meta, "content_hash", None) else None,
+        )
 
 
 def _chunk_from_env() -> int:

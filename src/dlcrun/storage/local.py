@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -18,17 +18,23 @@ def to_path(uri: str) -> Path:
     return Path(uri)
 
 
-def copy_atomic(src: Path, target: Path) -> int:
-    """Copy to a temporary name beside ``target``, fsync, check the size, then rename."""
+def copy_atomic(src: Path, target: Path) -> tuple[int, str]:
+    """Copy to a temporary name beside ``target``, fsync, check the size, then rename.
+
+    Returns the size and the SHA-256 of the bytes read, hashed on the way (one read, not two).
+    """
+    digest = hashlib.sha256()
     with staged(target) as tmp:
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 22)
+            while block := fin.read(1 << 22):
+                digest.update(block)
+                fout.write(block)
             fout.flush()
             os.fsync(fout.fileno())
         expected, got = src.stat().st_size, tmp.stat().st_size
         if expected != got:
             raise VerificationError(f"{target}: copied {got} bytes of {expected}; nothing was published")
-    return got
+    return got, digest.hexdigest()
 
 
 class LocalStorage:
@@ -37,22 +43,34 @@ class LocalStorage:
         if not src.is_file():
             raise StorageError(f"{uri}: no such file")
         try:
-            size = copy_atomic(src, local)
+            size, digest = copy_atomic(src, local)
         except OSError as exc:
             raise StorageError(f"{uri} -> {local}: {exc.strerror or exc}") from None
-        return StoredObject(uri=uri, size=size, mtime=src.stat().st_mtime)
+        return StoredObject(
+            uri=uri, size=size, mtime=src.stat().st_mtime, sha256=digest, content_hash=f"sha256:{digest}"
+        )
 
     def put(self, local: Path, uri: str) -> StoredObject:
         target = to_path(uri)
         digest = sha256_file(local)
         try:
-            size = copy_atomic(local, target)
+            size, _ = copy_atomic(local, target)
         except OSError as exc:
             raise StorageError(f"{local} -> {uri}: {exc.strerror or exc}") from None
         if sha256_file(target) != digest:
             target.unlink(missing_ok=True)
             raise VerificationError(f"{uri}: content changed in transit; removed, retry the index")
         return StoredObject(uri=uri, size=size, mtime=target.stat().st_mtime, sha256=digest)
+
+    def fingerprint(self, uri: str) -> str | None:
+        """SHA-256 of the file, read in place (a local read, no copy)."""
+        path = to_path(uri)
+        try:
+            return f"sha256:{sha256_file(path)}"
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror or exc}") from None
 
     def stat(self, uri: str) -> StoredObject | None:
         path = to_path(uri)

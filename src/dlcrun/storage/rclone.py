@@ -25,7 +25,6 @@ import json
 import os
 import posixpath
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -33,14 +32,62 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlcrun.errors import StorageError, VerificationError
-from dlcrun.storage import StoredObject, register, sha256_file, staged
+from dlcrun.errors import ConfigError, StorageError, VerificationError, clean_credential, redact, register_secret
+from dlcrun.storage import StoredObject, part_name, register, sha256_file, staged
 
 PREFIX = "rclone:"
 # rclone's exit codes for "directory not found" and "file not found".
 NOT_FOUND = (3, 4)
 FLAGS = ["--log-level", "ERROR", "--retries", "3", "--low-level-retries", "10"]
 _LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:[A-Z]+ ?: ?)?")
+# rclone options that hold credentials (pass, password, token, client_secret, secret_access_key,
+# key, sas_url, service_account_credentials, ...), in the config file or as RCLONE_* variables.
+_SECRET_OPTION = re.compile(r"(?i)pass|token|secret|key|credentials|sas_url")
+_NOT_SECRET = re.compile(r"(?i)(_file|_command|(?<!sas)_url|^client_id|^config)$")
+
+
+def _secret_option(name: str) -> bool:
+    return bool(_SECRET_OPTION.search(name)) and not _NOT_SECRET.search(name)
+
+
+def _register_value(value: str, where: str) -> str:
+    """Check and register one credential; an rclone OAuth token is JSON: its tokens count too."""
+    value = clean_credential(value, where)
+    if value.startswith("{"):
+        try:
+            fields = json.loads(value)
+        except ValueError:
+            fields = {}
+        for name, inner in fields.items() if isinstance(fields, dict) else ():
+            if isinstance(inner, str) and ("token" in name or "secret" in name) and name != "token_type":
+                register_secret(inner)
+    return value
+
+
+def register_config_secrets(text: str, where: str) -> None:
+    """Register the credentials an rclone config holds, so that no message shows them. A
+    control character inside one is a ConfigError naming ``where``, the remote and the key."""
+    section = ""
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+            continue
+        key, sep, value = stripped.partition("=")
+        if sep and not stripped.startswith(("#", ";")) and _secret_option(key.strip()):
+            _register_value(value, f"{where} [{section}] {key.strip()}")
+
+
+def credential_environment() -> dict[str, str]:
+    """RCLONE_* credential variables, checked and registered; those whose value had surrounding
+    whitespace (a CRLF env file) come back stripped, for rclone's environment."""
+    fixed = {}
+    for name, value in os.environ.items():
+        if name.startswith("RCLONE_") and _secret_option(name.removeprefix("RCLONE_")):
+            clean = _register_value(value, name)
+            if clean != value:
+                fixed[name] = clean
+    return fixed
 
 
 def to_remote(uri: str) -> str:
@@ -70,9 +117,13 @@ def private_config() -> tuple[str, ...]:
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)
+        register_config_secrets(Path(copy).read_text(encoding="utf-8", errors="replace"), str(source))
     except OSError as exc:
         os.unlink(copy)
         raise StorageError(f"{source}: cannot read the rclone config ({exc.strerror or exc})") from None
+    except ConfigError:
+        os.unlink(copy)
+        raise
     atexit.register(lambda: Path(copy).unlink(missing_ok=True))
     return ("--config", copy)
 
@@ -87,8 +138,10 @@ def run(args: list[str], timeout: float | None = 300) -> subprocess.CompletedPro
     """``rclone ARGS`` with this process's private config and dlcrun's flags (later flags in
     ``args`` win); a timeout is a StorageError."""
     argv = [executable(), *private_config(), *FLAGS, *args]
+    fixed = credential_environment()
+    env = {**os.environ, **fixed} if fixed else None
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired:
         raise StorageError(f"rclone {args[0]} {args[-1]}: no answer in {timeout:.0f} s") from None
 
@@ -96,7 +149,12 @@ def run(args: list[str], timeout: float | None = 300) -> subprocess.CompletedPro
 class RcloneStorage:
     def _fail(self, uri: str, what: str, done: subprocess.CompletedProcess[str]) -> StorageError:
         reason = last_error(done.stderr) or f"exit status {done.returncode}"
-        return StorageError(f"{uri}: rclone {what} failed: {reason}")
+        return StorageError(redact(f"{uri}: rclone {what} failed: {reason}"))
+
+    def fingerprint(self, uri: str) -> str | None:
+        """None: remotes differ in the hashes they keep (none on WebDAV), so the video is
+        downloaded and hashed with SHA-256 like any other when its identity is needed."""
+        return None
 
     def stat(self, uri: str) -> StoredObject | None:
         done = run(["lsjson", "--stat", "--no-mimetype", to_remote(uri)])
@@ -147,7 +205,7 @@ class RcloneStorage:
         if not name:
             raise StorageError(f"{uri}: names a folder, not a file")
         sep = "" if not folder or folder.endswith(":") else "/"
-        hidden = f"{folder}{sep}.{name}.dlcrun-part-{os.getpid()}-{secrets.token_hex(3)}"
+        hidden = f"{folder}{sep}{part_name(name)}"
         digest = sha256_file(local)
         try:
             done = run(["copyto", str(local), hidden], timeout=None)
