@@ -174,6 +174,7 @@ class _Claim:
     frames: int
     stride: int
     fps: float
+    found: list[StoredObject | None]  # plan.outputs as stat'ed at the destination
 
 
 @dataclass
@@ -321,7 +322,8 @@ class _Pipeline:
                 f"record in its _meta.pickle), so it cannot be told apart from keypoints of another video; "
                 f"move it away or choose another dest, then resubmit {plan.video}"
             )
-        same = claim.source.matches(info.size, _tagged(source.fingerprint(plan.video)))
+        # Dropbox's stat already carries its content hash: no second round trip for it.
+        same = claim.source.matches(info.size, _tagged(info.content_hash or source.fingerprint(plan.video)))
         staged: _Staged | None = None
         if same is None:  # the backend has no hash of its own: only the bytes can tell
             staged = self._fetch(job, source, info)
@@ -552,7 +554,7 @@ def _claim_at_destination(plan: Plan, workdir: Path) -> _Claim | None:
     check = workdir / "check"
     try:
         if found[0] is None:  # an .h5 (or .csv) without its _meta.pickle: nobody vouches for it
-            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0)
+            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0, found=found)
         meta = check / basename(meta_uri)
         dest.fetch(meta_uri, meta)
         try:
@@ -566,8 +568,8 @@ def _claim_at_destination(plan: Plan, workdir: Path) -> _Claim | None:
             stride = int(ours.get("stride", 1))
             fps = float(data.get("fps") or 0)
         except Exception:  # noqa: BLE001 - any damage means: not provably this video's
-            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0)
-        return _Claim(source=source, snapshot=snapshot, frames=frames, stride=stride, fps=fps)
+            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0, found=found)
+        return _Claim(source=source, snapshot=snapshot, frames=frames, stride=stride, fps=fps, found=found)
     finally:
         shutil.rmtree(check, ignore_errors=True)
 
@@ -578,10 +580,10 @@ def _complete(plan: Plan, claim: _Claim, workdir: Path) -> tuple[list[Output], i
     or unreadable file is analysed again; DLC itself would skip it forever, issue 3101)."""
     if claim.snapshot != plan.spec.snapshot or claim.stride != plan.sampling.stride_for(claim.fps):
         return None
-    dest = storage_for(plan.dest_dir)
-    found = [dest.stat(uri) for uri in plan.outputs]
+    found = claim.found
     if any(f is None for f in found):
         return None
+    dest = storage_for(plan.dest_dir)
     h5 = workdir / "check" / basename(plan.outputs[-1])
     try:
         dest.fetch(plan.outputs[-1], h5)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
-from dlcrun.ledger import Damaged, Run, read_object_list, write_json
+from dlcrun.ledger import Run, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -33,6 +33,7 @@ from dlcrun.schedulers.scripts import (
     export_value,
     job_name,
     memory,
+    read_arrays,
     render,
     run_command,
     submit_in_order,
@@ -135,14 +136,7 @@ class PbsScheduler:
             if sub.scheduler != self.name:
                 continue
             path = _arrays_file(run, sub.number, self.flavor)
-            try:
-                arrays = [(str(a["job"]), int(a["first"])) for a in read_object_list(path)]
-            except FileNotFoundError:
-                arrays = [(j, 0) for j in sub.job_ids]
-            except (Damaged, KeyError, TypeError, ValueError) as exc:
-                run.warn(path, f"damaged ({exc}); its arrays are taken from the submission's job ids")
-                arrays = [(j, 0) for j in sub.job_ids]
-            for job, first in arrays:
+            for job, first in read_arrays(run, path, sub.job_ids, "first"):
                 known[_sequence(job)] = (first, sub.indices)
         wanted = [j for j in job_ids if _sequence(j) in known]
         if not wanted:

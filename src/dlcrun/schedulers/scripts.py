@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dlcrun.errors import ConfigError, SubmissionError, one_line
+from dlcrun.ledger import Damaged, Run, read_object_list
 from dlcrun.schedulers import PREVIOUS, JobPlan
 from dlcrun.settings import MEMORY
 
@@ -114,3 +115,16 @@ def submit_in_order(
             runner([cancel, *(job for job, _, _ in queued)])
         raise
     return queued
+
+
+def read_arrays(run: Run, path: Path, job_ids: list[str], key: str) -> list[tuple[str, int]]:
+    """(job id, first array index's offset) of each array of a submission, from its arrays file
+    (``key`` names the offset: ``offset`` for Slurm, ``first`` for PBS/Torque); from its job ids
+    alone (offset 0) when the file is missing (an older dlcrun) or damaged (with a warning)."""
+    try:
+        return [(str(a["job"]), int(a[key])) for a in read_object_list(path)]
+    except FileNotFoundError:
+        pass
+    except (Damaged, KeyError, TypeError, ValueError) as exc:
+        run.warn(path, f"damaged ({exc}); its arrays are taken from the submission's job ids")
+    return [(j, 0) for j in job_ids]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
-from dlcrun.ledger import Damaged, Run, read_object_list, write_json
+from dlcrun.ledger import Run, write_json
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -24,6 +24,7 @@ from dlcrun.schedulers.scripts import (
     export_value,
     job_name,
     memory,
+    read_arrays,
     render,
     run_command,
     submit_in_order,
@@ -111,7 +112,7 @@ class SlurmScheduler:
         for sub in run.submissions():
             if sub.scheduler != self.name:
                 continue
-            for job, offset in _arrays(run, sub.number, sub.job_ids):
+            for job, offset in read_arrays(run, _arrays_file(run, sub.number), sub.job_ids, "offset"):
                 offsets[job] = (offset, sub.indices)
         wanted = [j for j in job_ids if j in offsets]
         if not wanted:
@@ -158,19 +159,6 @@ class SlurmScheduler:
 
 # scancel's words for an array that ended (and was purged) between status and cancel: not a failure.
 _ENDED = re.compile(r"Invalid job id|already completing or completed|Job/step already completing", re.IGNORECASE)
-
-
-def _arrays(run: Run, submission: int, job_ids: list[str]) -> list[tuple[str, int]]:
-    """(job id, offset) of each array of a submission; from its job ids alone (offset 0) when the
-    arrays file is missing (an older dlcrun) or damaged (with a warning)."""
-    path = _arrays_file(run, submission)
-    try:
-        return [(str(a["job"]), int(a["offset"])) for a in read_object_list(path)]
-    except FileNotFoundError:
-        pass
-    except (Damaged, KeyError, TypeError, ValueError) as exc:
-        run.warn(path, f"damaged ({exc}); its arrays are taken from the submission's job ids")
-    return [(j, 0) for j in job_ids]
 
 
 def _parse_job_id(stdout: str) -> str:
