@@ -60,6 +60,17 @@ def make_tree(root: Path, tree: dict[str, dict[str, int]] = TREE) -> Path:
     return root
 
 
+def xlsx(path: Path, rows: list[list[object]]) -> Path:
+    """A one-sheet workbook of ``rows`` as given (header included)."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(row)
+    book.save(path)
+    return path
+
+
 def write_xlsx(path: Path, header: list[str], rows: list[list[Any] | None]) -> Path:
     """An .xlsx as Excel saves it: real dates stored as dates, blank rows left blank."""
     import openpyxl

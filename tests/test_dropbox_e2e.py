@@ -9,7 +9,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from dlcrun.inference import count_rows
 from dlcrun.settings import load_settings
 from dlcrun.storage.dropbox import TEMP_MARK
 from dropbox_emulator import DropboxEmulator
+from waiting import wait_for
 
 pytestmark = pytest.mark.dropbox
 
@@ -125,14 +125,7 @@ def test_array_run_from_dropbox_to_dropbox(
     run, preflight = batch.start_run(Path("manifests/batch.txt"), settings)
     assert preflight is not None and preflight.videos == 2 and preflight.total_bytes > 0
     batch.submit(run)
-    deadline = time.monotonic() + 900
-    try:
-        while not (status := batch.status(run)).finished:
-            assert time.monotonic() < deadline, "the array did not finish in 15 minutes"
-            time.sleep(1)
-    finally:
-        if not batch.status(run).finished:
-            batch.cancel(run)
+    status = wait_for(run, timeout=900)
 
     logs = "\n".join(p.read_text(errors="replace") for p in (run.path / "logs").glob("*"))
     assert status.counts["done"] == 2, [(r.video, r.error) for r in status.records.values()] or logs

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import secrets
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import typer
 
 from dlcrun.errors import ConfigError, StorageError, one_line
 from dlcrun.storage.dropbox import Credentials, DropboxStorage, load_credentials, token_path, write_token_file
+from waiting import wait_for
 
 # redact, register_secret, clean_credential and install_redaction are imported in the tests that
 # use them, so that each test here fails on its own (not at collection) where they are missing.
@@ -348,14 +348,7 @@ def test_array_tasks_with_a_malformed_token_leak_nothing(
     run, _ = batch.start_run(manifest, settings, check=False)
     monkeypatch.setenv(ACCESS, value)  # what the tasks inherit (a CRLF env file sourced by the job)
     batch.submit(run)
-    deadline = time.monotonic() + 900
-    try:
-        while not (status := batch.status(run)).finished:
-            assert time.monotonic() < deadline, "the array did not finish in 15 minutes"
-            time.sleep(1)
-    finally:
-        if not batch.status(run).finished:
-            batch.cancel(run)
+    status = wait_for(run, timeout=900)
 
     out, err = capfd.readouterr()
     written = _files(run.path) + _files(tmp_path / "scratch") + _files(manifest.parent)

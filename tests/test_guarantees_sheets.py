@@ -16,10 +16,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from dlcrun.manifest import read_manifest
+from selection_data import xlsx
 
 
 def dlcrun(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,14 +37,6 @@ def refused(done: subprocess.CompletedProcess[str], pattern: str) -> str:
     assert len(lines) == 1, done.stderr
     assert re.search(pattern, lines[0]), lines[0]
     return lines[0]
-
-
-def xlsx(path: Path, rows: list[list[object]]) -> Path:
-    book = openpyxl.Workbook()
-    for row in rows:
-        book.active.append(row)
-    book.save(path)
-    return path
 
 
 def save_formula_results(path: Path, results: dict[str, str]) -> Path:

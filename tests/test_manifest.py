@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from dlcrun.errors import ManifestError
@@ -17,14 +16,7 @@ from dlcrun.manifest import (
     read_sheet,
     write_manifest,
 )
-
-
-def xlsx(path: Path, rows: list[list[object]]) -> Path:
-    book = openpyxl.Workbook()
-    for row in rows:
-        book.active.append(row)
-    book.save(path)
-    return path
+from selection_data import xlsx
 
 
 def csv_file(path: Path, text: str) -> Path:

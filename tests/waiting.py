@@ -13,6 +13,8 @@ def wait_for(run: Run, timeout: float = 600, each: Callable[[batch.Status], None
     """Poll ``dlcrun status`` logic until every index of ``run`` has finished.
 
     ``each`` sees every status on the way, for tests that check what was shown meanwhile.
+    A run that does not finish in ``timeout`` seconds is cancelled before the test fails, so
+    that no array outlives it.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -22,4 +24,6 @@ def wait_for(run: Run, timeout: float = 600, each: Callable[[batch.Status], None
         if current.finished:
             return current
         time.sleep(0.5)
-    raise AssertionError(f"run {run.path} not finished after {timeout}s: {batch.status(run).counts}")
+    counts = batch.status(run).counts
+    batch.cancel(run)
+    raise AssertionError(f"run {run.path} not finished after {timeout}s: {counts}")
