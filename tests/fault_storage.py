@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from dlcrun.errors import StorageError
-from dlcrun.storage import StoredObject, register, staged
+from dlcrun.files import staged
+from dlcrun.storage import StoredObject, register
 from dlcrun.storage.local import LocalStorage
 
 SCHEME = "faulty:"

@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 import fault_storage  # noqa: F401  (registers faulty: in this process too)
 from dlcrun import batch
 from dlcrun.cli import app
+from dlcrun.files import PART_MARK
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
 from dlcrun.settings import load_settings
-from dlcrun.storage import PART_MARK
 from dlcrun.task import Plan
 
 pytestmark = pytest.mark.slow

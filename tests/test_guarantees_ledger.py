@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.errors import RunError
-from dlcrun.ledger import Record, Run, write_json
+from dlcrun.files import write_json
+from dlcrun.ledger import Record, Run
 from dlcrun.manifest import Manifest
 from dlcrun.schedulers import local, register
 from dlcrun.schedulers.scripts import Runner

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from dlcrun.errors import ManifestError
-from dlcrun.manifest import (
-    Manifest,
-    manifest_from_list,
-    output_folders,
-    read_manifest,
-    read_sheet,
-    write_manifest,
-)
+from dlcrun.locations import output_folders
+from dlcrun.manifest import Manifest, manifest_from_list, read_manifest, read_sheet, write_manifest
 from selection_data import xlsx
 
 

@@ -506,7 +506,8 @@ def test_cancel_marks_only_the_arrays_that_still_had_work(tmp_path: Path) -> Non
     (a real process, its job id naming its PID, start time and boot as the local scheduler's do).
     `cancel` stops it: index 1 reads cancelled, index 0 stays lost."""
     from dlcrun import batch
-    from dlcrun.ledger import Record, write_json
+    from dlcrun.files import write_json
+    from dlcrun.ledger import Record
     from dlcrun.schedulers.local import job_id
 
     run = make_run(tmp_path, n=2)

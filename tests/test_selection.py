@@ -13,14 +13,8 @@ from typer.testing import CliRunner
 from dlcrun.cli import app
 from dlcrun.errors import ConfigError, ManifestError, StorageError
 from dlcrun.manifest import read_manifest, read_sheet, write_manifest
-from dlcrun.selection import (
-    NamePattern,
-    is_conflicted_copy,
-    parse_column_map,
-    parse_day,
-    select,
-    sheet_kind,
-)
+from dlcrun.names import NamePattern, is_conflicted_copy
+from dlcrun.selection import parse_column_map, parse_day, select, sheet_kind
 from dlcrun.storage import StoredObject, register
 from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
 

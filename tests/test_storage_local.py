@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from dlcrun.errors import StorageError
-from dlcrun.storage import basename, join, scheme_of, sha256_file, storage_for
+from dlcrun.files import sha256_file
+from dlcrun.locations import basename, join, scheme_of
+from dlcrun.storage import storage_for
 
 
 def test_scheme_and_join() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from dlcrun.container import runs_here
 from dlcrun.decoders import check_decoder
 from dlcrun.errors import ConfigError, StorageError
+from dlcrun.files import NAME_MAX, PART_NAME_EXTRA
 from dlcrun.inference import (
     TENSORFLOW,
     ModelSpec,
@@ -22,10 +23,11 @@ from dlcrun.inference import (
     pin_model,
 )
 from dlcrun.ledger import Record, Run, Submission
-from dlcrun.manifest import Manifest, output_folders, read_manifest
+from dlcrun.locations import basename, output_folders, scheme_of
+from dlcrun.manifest import Manifest, read_manifest
 from dlcrun.schedulers import JobPlan, scheduler_for
 from dlcrun.settings import Settings
-from dlcrun.storage import NAME_MAX, PART_NAME_EXTRA, StoredObject, basename, scheme_of, storage_for
+from dlcrun.storage import StoredObject, storage_for
 
 FINAL = ("done", "failed", "interrupted")
 

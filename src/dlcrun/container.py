@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcrun.ledger import Run
-from dlcrun.storage import scheme_of
+from dlcrun.locations import scheme_of
 
 IMAGE_INFO_ENV = "DLCRUN_IMAGE_INFO"
 # Mirrors settings.default_scratch(), evaluated by the shell on the node that runs the index.

@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 
 from dlcrun.container import container_runtime, image_info, runs_here
 from dlcrun.errors import ConfigError
+from dlcrun.locations import scheme_of
 from dlcrun.settings import Settings, default_scratch
-from dlcrun.storage import scheme_of
 
 DROPBOX_API = ("api.dropboxapi.com", 443)
 GB = 1e9

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dlcrun.errors import ConfigError
-from dlcrun.storage import basename, scheme_of, storage_for
+from dlcrun.locations import basename, scheme_of
+from dlcrun.storage import storage_for
 
 
 def extract_for_labelling(

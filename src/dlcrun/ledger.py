@@ -21,7 +21,6 @@ indispensable: their damage is a one-line RunError naming the file.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from dlcrun.errors import RunError
+from dlcrun.files import Damaged, read_object, why, write_json
 from dlcrun.manifest import Manifest, read_manifest, write_manifest
 from dlcrun.settings import Resources, Settings
 
@@ -45,87 +45,6 @@ SUBMISSION_GLOB = "[0-9][0-9][0-9].json"
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def write_json(path: Path, data: Any, mode: int | None = None) -> None:
-    """Temp file + fsync + rename: readers see the old or the new file, never a torn one.
-
-    ``mode`` creates the file with those permissions from the start (0o600 for secrets), so
-    there is no moment at which others could read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
-        if mode is not None:
-            os.fchmod(fd, mode)  # the umask cannot widen what was asked
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-class Damaged(ValueError):
-    """A ledger file that does not hold what it should; the message says why in a few words."""
-
-
-def why(exc: BaseException) -> str:
-    """A few words on why a file could not be read or validated (no path, no traceback)."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg}: line {exc.lineno} column {exc.colno}"
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "value"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"{where}: {first['msg']}{more}"
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
-    return " ".join(str(exc).split())[:200]
-
-
-def _load(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        if not raw.strip():
-            raise Damaged("empty")
-        return json.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise Damaged(str(exc) if isinstance(exc, Damaged) else why(exc)) from None
-
-
-def _kind(data: Any) -> str:
-    return {dict: "object", list: "list", str: "string", type(None): "null"}.get(type(data), type(data).__name__)
-
-
-def read_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; Damaged (saying why) when the file is empty, torn, not JSON,
-    not an object or unreadable. A missing file is FileNotFoundError, as for ``open``."""
-    data = _load(path)
-    if not isinstance(data, dict):
-        raise Damaged(f"a JSON {_kind(data)}, not an object")
-    return data
-
-
-def read_object_list(path: Path) -> list[dict[str, Any]]:
-    """The JSON list of objects in ``path``; Damaged or FileNotFoundError as for ``read_object``."""
-    data = _load(path)
-    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
-        raise Damaged(f"a JSON {_kind(data)}, not a list of objects")
-    return data
 
 
 @dataclass

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from dlcrun.errors import ManifestError
 from dlcrun.manifest import Manifest
-from dlcrun.selection import Video, normal_name
+from dlcrun.names import normal_name
+from dlcrun.selection import Video
 
 DAY = "day"
 

@@ -20,7 +20,7 @@ from pydantic_settings import (
 )
 
 from dlcrun.errors import ConfigError
-from dlcrun.selection import ISPY_PATTERN, NamePattern
+from dlcrun.names import ISPY_PATTERN, NamePattern
 
 DEFAULT_FILE = Path("dlcrun.toml")
 # What sbatch --mem and PBS mem= both take once spelled their way (16G -> 16G / 16gb); not 16GiB.

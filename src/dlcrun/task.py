@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError, one_line
+from dlcrun.files import part_uri, sha256_file
 from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_analyzer, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
-from dlcrun.manifest import output_folders
+from dlcrun.locations import basename, join, output_folders
 from dlcrun.settings import default_scratch
-from dlcrun.storage import StoredObject, basename, join, part_uri, sha256_file, storage_for
+from dlcrun.storage import StoredObject, storage_for
 
 log = logging.getLogger(__name__)
 

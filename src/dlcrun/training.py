@@ -26,7 +26,8 @@ from typing import Any, NoReturn
 
 from dlcrun.container import image_prefix
 from dlcrun.errors import ConfigError, DlcrunError, one_line
-from dlcrun.ledger import now, read_json, write_json
+from dlcrun.files import read_json, write_json
+from dlcrun.ledger import now
 from dlcrun.schedulers import scheduler_for
 from dlcrun.settings import Settings
 

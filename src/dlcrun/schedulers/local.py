@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from dlcrun.ledger import Damaged, Run, read_object, write_json
+from dlcrun.files import Damaged, read_object, write_json
+from dlcrun.ledger import Run
 from dlcrun.schedulers import JobPlan, register, task_argv
 from dlcrun.settings import Resources
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
-from dlcrun.ledger import Run, write_json
+from dlcrun.files import write_json
+from dlcrun.ledger import Run
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dlcrun.errors import ConfigError, SubmissionError, one_line
-from dlcrun.ledger import Damaged, Run, read_object_list
+from dlcrun.files import Damaged, read_object_list
+from dlcrun.ledger import Run
 from dlcrun.schedulers import PREVIOUS, JobPlan
 from dlcrun.settings import MEMORY
 

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dlcrun.errors import ConfigError, DlcrunError, StorageError, clean_credential, one_line, redact, register_secret
-from dlcrun.ledger import write_json
-from dlcrun.storage import StoredObject, part_name, register
+from dlcrun.files import part_name, write_json
+from dlcrun.storage import StoredObject, register
 
 if TYPE_CHECKING:
     import requests

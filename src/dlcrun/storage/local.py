@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from dlcrun.errors import StorageError, VerificationError
-from dlcrun.storage import StoredObject, register, sha256_file, staged
+from dlcrun.files import sha256_file, staged
+from dlcrun.storage import StoredObject, register
 
 
 def to_path(uri: str) -> Path:

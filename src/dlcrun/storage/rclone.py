@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from dlcrun.errors import ConfigError, StorageError, VerificationError, clean_credential, redact, register_secret
-from dlcrun.storage import StoredObject, part_name, register, sha256_file, staged
+from dlcrun.files import part_name, sha256_file, staged
+from dlcrun.storage import StoredObject, register
 
 PREFIX = "rclone:"
 # rclone's exit codes for "directory not found" and "file not found".
