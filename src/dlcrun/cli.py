@@ -641,7 +641,8 @@ def task(
 ) -> None:
     """What one array index runs: stage in, infer, verify, stage out, record (per video)."""
     from dlcrun.ledger import Run
-    from dlcrun.task import Interrupted, run_indices, sigterm_unwinds
+    from dlcrun.runtime import Interrupted, sigterm_unwinds
+    from dlcrun.task import run_indices
 
     target = Run(run)
     if index is not None:

@@ -15,14 +15,12 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +30,7 @@ from dlcrun.files import part_uri, sha256_file
 from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_analyzer, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.locations import basename, join, output_folders
+from dlcrun.runtime import Interrupted, job_id_from_environment
 from dlcrun.settings import default_scratch
 from dlcrun.storage import StoredObject, storage_for
 
@@ -39,35 +38,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SCRATCH_MARGIN = 256 * 1024 * 1024  # room for outputs and decoder buffers beside the video
-
-
-class Interrupted(BaseException):
-    """SIGTERM: the scheduler's time limit or a preemption; unwinds through every cleanup."""
-
-
-@contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        # Once only: the job script passes on the SIGTERM the scheduler also sends the task
-        # directly, and a second Interrupted raised inside the cleanup would lose the record.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Interrupted(f"stopped by signal {signum} (time limit, preemption or cancel)")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def job_id_from_environment() -> str:
-    env = os.environ
-    if "SLURM_ARRAY_JOB_ID" in env:
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
-    for var in ("SLURM_JOB_ID", "PBS_JOBID", "DLCRUN_LOCAL_JOB"):
-        if var in env:
-            return env[var]
-    return ""
 
 
 class Plan:

@@ -117,7 +117,7 @@ def result(workdir: Path) -> dict[str, Any] | None:
 
 def run_training_task(workdir: Path) -> dict[str, Any]:
     """What the training job runs: train as ``train.json`` says, then write ``result.json``."""
-    from dlcrun.task import Interrupted, job_id_from_environment, sigterm_unwinds
+    from dlcrun.runtime import Interrupted, job_id_from_environment, sigterm_unwinds
 
     workdir = Path(workdir)
     request = TrainRequest(**read_json(workdir / REQUEST))
