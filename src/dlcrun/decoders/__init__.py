@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from dlcrun.errors import ConfigError
+from dlcrun.settings import DECODERS
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,10 @@ def register(name: str) -> Callable[[Callable[[], Decoder]], Callable[[], Decode
     return wrap
 
 
-# Every backend dlcrun has, installed here or not: a name outside this is a typo.
-KNOWN = ("opencv", "pyav")
-
-
 def known_decoder(name: str) -> None:
-    """``name`` must be a decoder dlcrun has, installed here or not."""
-    if name not in KNOWN:
-        raise ConfigError(f"unknown decoder '{name}' (dlcrun has: {', '.join(KNOWN)})")
+    """``name`` must be a decoder dlcrun has (settings.DECODERS), installed here or not."""
+    if name not in DECODERS:
+        raise ConfigError(f"unknown decoder '{name}' (dlcrun has: {', '.join(DECODERS)})")
 
 
 def check_decoder(name: str) -> None:
@@ -89,7 +86,7 @@ def decoder_for(name: str) -> Decoder:
     try:
         return _REGISTRY[name]()
     except KeyError:
-        if name in KNOWN:
+        if name in DECODERS:
             raise ConfigError(
                 f"decoder '{name}' is not installed here (available here: {', '.join(available())})"
             ) from None
