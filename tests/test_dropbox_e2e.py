@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from dlcrun import batch
 from dlcrun.cli import app
+from dlcrun.files import PART_MARK
 from dlcrun.inference import count_rows
 from dlcrun.settings import load_settings
-from dlcrun.storage.dropbox import TEMP_MARK
 from dropbox_emulator import DropboxEmulator
 from waiting import wait_for
 
@@ -136,7 +136,7 @@ def test_array_run_from_dropbox_to_dropbox(
     assert published == sorted(
         f"/Keypoints/{Path(n).stem}{scorer}{ext}" for n in names[:2] for ext in (".h5", "_meta.pickle")
     )
-    assert not [p for p in dropbox_emulator.paths() if TEMP_MARK in p], "temporary names left at the destination"
+    assert not [p for p in dropbox_emulator.paths() if PART_MARK in p], "temporary names left at the destination"
     assert dropbox_emulator.count("files/upload_session/finish") >= 2, "outputs should go through upload sessions"
     for record in status.records.values():
         h5 = record.outputs[-1]

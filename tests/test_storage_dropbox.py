@@ -13,17 +13,8 @@ import pytest
 
 from dlcrun.errors import ConfigError, StorageError
 from dlcrun.storage import Storage, storage_for
-from dlcrun.storage.dropbox import (
-    BLOCK_SIZE,
-    ContentHasher,
-    Credentials,
-    DropboxStorage,
-    file_hashes,
-    load_credentials,
-    to_path,
-    token_path,
-    write_token_file,
-)
+from dlcrun.storage.dropbox import BLOCK_SIZE, ContentHasher, DropboxStorage, file_hashes, to_path
+from dlcrun.storage.dropbox_auth import Credentials, load_credentials, token_path, write_token_file
 from dropbox_emulator import DropboxEmulator, content_hash
 
 CHUNK = 64 * 1024
@@ -282,7 +273,7 @@ def test_relative_xdg_config_home_is_ignored(monkeypatch: pytest.MonkeyPatch, tm
 def test_authorize_with_pkce_stores_a_working_refresh_token(
     dropbox_emulator: DropboxEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from dlcrun.storage.dropbox import authorize
+    from dlcrun.storage.dropbox_auth import authorize
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     path, account = authorize("my-app-key", dropbox_emulator.approve)
