@@ -45,7 +45,7 @@ def main() -> None:
     from bench_inference import build_fixture_project, cut
 
     from dlcrun import batch
-    from dlcrun.inference import open_analyzer, pin_model
+    from dlcrun.engines import open_analyzer, pin_model
     from dlcrun.manifest import Manifest, write_manifest
     from dlcrun.settings import load_settings
     from dlcrun.task import run_indices
@@ -81,7 +81,7 @@ def main() -> None:
         sync()
         intervals.append((started.pop(id(_inputs)), time.perf_counter()))
 
-    model = analyzer.engine.model
+    model = analyzer.pipeline.model
     model.register_forward_pre_hook(before)
     model.register_forward_hook(after)
     records = run_indices(run, list(range(args.videos)), analyzer)

@@ -127,7 +127,9 @@ def main() -> None:
 
     import torch
 
-    from dlcrun.inference import Analyzer, pin_model, resolve_device
+    from dlcrun.engines import pin_model
+    from dlcrun.engines.pytorch import PytorchAnalyzer
+    from dlcrun.inference import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,7 +153,7 @@ def main() -> None:
         cap.release()
 
         ours = {
-            (b, p, d): Analyzer(spec, batch_size=b, device=device, precision=p, decoder=d)
+            (b, p, d): PytorchAnalyzer(spec, batch_size=b, device=device, precision=p, decoder=d)
             for d in args.decoders.split(",")
             for p in args.precisions.split(",")
             for b in map(int, args.batch_sizes.split(","))

@@ -42,14 +42,15 @@ def run(args: argparse.Namespace, work: Path) -> None:
     import pandas as pd
     from bench_inference import cut  # noqa: E402  (same folder)
 
-    from dlcrun.inference import Analyzer, pin_model
+    from dlcrun.engines import pin_model
+    from dlcrun.engines.pytorch import PytorchAnalyzer
 
     video = cut(args.video, args.frames, work / "clip.mp4") if args.frames else args.video
     spec = pin_model(args.project, snapshot=args.snapshot)
     print(f"{spec.scorer}, {Path(spec.snapshot).name}, {args.frames or 'all'} frames of {args.video.name}")
 
     def analyse(precision: str, channels_last: bool) -> tuple[pd.DataFrame, float]:
-        analyzer = Analyzer(
+        analyzer = PytorchAnalyzer(
             spec, batch_size=args.batch_size, device=args.device, precision=precision, channels_last=channels_last
         )
         clock = time.monotonic()

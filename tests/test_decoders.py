@@ -186,9 +186,10 @@ def test_a_decoder_missing_here_is_accepted_by_settings_and_refused_where_indice
 
 @pytest.mark.slow
 def test_truncated_file_is_refused_by_the_analyzer(demo_project: Path, tmp_path: Path) -> None:
-    from dlcrun.inference import Analyzer, pin_model
+    from dlcrun.engines import pin_model
+    from dlcrun.engines.pytorch import PytorchAnalyzer
 
-    analyzer = Analyzer(pin_model(demo_project), batch_size=4, device="cpu", decoder="pyav")
+    analyzer = PytorchAnalyzer(pin_model(demo_project), batch_size=4, device="cpu", decoder="pyav")
     with pytest.raises(InferenceError, match=r"cut.mp4: decoded \d+ of the 30 frames .* truncated"):
         analyzer.analyze(faststart_cut(tmp_path), tmp_path / "out")
     assert not list((tmp_path / "out").glob("*_meta.pickle")), "no DLC output for a refused video"

@@ -391,4 +391,6 @@ def test_submit_dry_run_prints_the_array_that_would_run(tmp_path: Path, demo_pro
         assert shown.count("#!/bin/bash") == 1, shown
         if size == 2:
             assert "DLCRUN_ARRAY_OFFSET=2" in lines[1] and "# {previous}: the job id" in shown, shown
-    assert not list((tmp_path / "runs").glob("*/settings.json"))
+        script = next(x for x in shown.splitlines() if x.startswith("# ---- "))
+        assert script.startswith(f"# ---- {tmp_path / 'runs'}/") and script.endswith("/submissions/001.slurm ----")
+    assert not (tmp_path / "runs").exists(), "a dry run plans the run directory without creating it"

@@ -22,7 +22,8 @@ import pytest
 import typer
 
 from dlcrun.errors import ConfigError, StorageError, one_line
-from dlcrun.storage.dropbox import Credentials, DropboxStorage, load_credentials, token_path, write_token_file
+from dlcrun.storage.dropbox import DropboxStorage
+from dlcrun.storage.dropbox_auth import Credentials, load_credentials, token_path, write_token_file
 from waiting import wait_for
 
 # redact, register_secret, clean_credential and install_redaction are imported in the tests that

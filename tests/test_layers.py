@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dlcrun"
 # share its layer.
 LAYERS: list[tuple[str, set[str]]] = [
     ("ground", {"dlcrun", "errors", "names", "files", "locations", "dates", "runtime"}),
-    ("data", {"settings", "sheets", "manifest", "ledger"}),
+    ("data", {"settings", "sheets", "manifest", "videos", "ledger"}),
     (
         "services",
         {"storage", "decoders", "schedulers", "engines", "inference", "container", "project", "labelling"},
@@ -160,3 +160,13 @@ def test_the_import_reader_sees_lazy_and_package_imports(tmp_path):
     )
     known = {"dlcrun", "dlcrun.batch", "dlcrun.storage", "dlcrun.storage.local", "dlcrun.errors", "dlcrun.ledger"}
     assert imports("dlcrun.m", source, known) == known - {"dlcrun.storage"}
+
+
+def test_no_private_name_crosses_a_file():
+    """A leading underscore means "this file's own": importing one elsewhere hides a dependency."""
+    crossing = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dlcrun"):
+                crossing += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not [c for c in crossing if not c.endswith(".__version__")], crossing

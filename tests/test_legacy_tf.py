@@ -18,8 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
+from dlcrun.engines import pin_model
 from dlcrun.errors import ConfigError
-from dlcrun.inference import TENSORFLOW, pin_model, shuffle_engine
+from dlcrun.inference import TENSORFLOW, shuffle_engine
 
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAVE_TF, reason="TensorFlow not installed here; make test runs these in .venv-tf")
@@ -80,6 +81,29 @@ def test_a_tf_snapshot_is_pinned_without_tensorflow_and_runs_only_where_tensorfl
     assert run.model["engine"] == TENSORFLOW, "the image runs it"
 
 
+def test_submit_refuses_a_precision_the_tf_engine_cannot_run_before_creating_anything(tmp_path: Path) -> None:
+    """bf16 on a TensorFlow shuffle would fail on every array index after submit; the engine says
+    so at pinning, which needs no TensorFlow, so this runs in any venv."""
+    from dlcrun.demo import write_video
+    from dlcrun.manifest import Manifest, write_manifest
+
+    project = _fake_tf_shuffle(tmp_path / "octo")
+    train = next(project.glob("dlc-models/iteration-0/*/train"))
+    (train / "snapshot-500.index").write_bytes(b"")
+    video = write_video(tmp_path / "videos" / "v.mp4", frames=3)
+    manifest = write_manifest(tmp_path / "m.txt", Manifest(entries=[str(video)]))
+    args = ["submit", str(manifest), "--project", str(project), "--dest", str(tmp_path / "k")]
+    args += ["--runs-dir", str(tmp_path / "runs"), "--image", str(tmp_path / "dlc-tf.sif"), "--no-wait"]
+    refused = CliRunner().invoke(app, [*args, "--precision", "bf16"])
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "precision bf16: the TensorFlow engine (shuffle 1) runs fp32 only; submit with --precision fp32"
+        in refused.output
+    )
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "nothing half-made"
+
+
 def _offline_imagenet_weights() -> None:
     """DLC 2.x's create_training_dataset downloads ImageNet ResNet-50 weights into its own
     install unless they are there. Tests have no network: this venv gets random weights of the
@@ -87,7 +111,7 @@ def _offline_imagenet_weights() -> None:
     from deeplabcut.pose_estimation_tensorflow.config import load_config
     from deeplabcut.utils import auxfun_models, auxiliaryfunctions
 
-    from dlcrun.legacy_tf import random_init
+    from dlcrun.engines.tensorflow import random_init
 
     root = auxiliaryfunctions.get_deeplabcut_path()
     target = root / auxfun_models.MODELTYPE_FILEPATH_MAP["resnet_50"]
@@ -102,7 +126,7 @@ def _offline_imagenet_weights() -> None:
 def tf_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo project with a TensorFlow shuffle, trained 2 iterations from random weights by dlcrun."""
     from dlcrun.demo import make_project
-    from dlcrun.legacy_tf import _set_pose_cfg
+    from dlcrun.engines.tensorflow import set_pose_cfg
     from dlcrun.training import train
 
     _offline_imagenet_weights()
@@ -114,7 +138,7 @@ def tf_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # training then waits forever) on images as small as the demo's 128x96 unless told otherwise;
     # multi_step: DLC's first rate (0.005, momentum 0.9) sometimes drives a random network's loss
     # to NaN within the 9 iterations these tests train (seen once in four runs), 1e-4 does not.
-    _set_pose_cfg(
+    set_pose_cfg(
         pose_cfg,
         init_weights="/laptop/site-packages/resnet_v1_50.ckpt",
         min_input_size=32,
@@ -134,7 +158,8 @@ def test_tf_keypoints_equal_analyze_videos(tf_project: Path, openfield_clip: Pat
     import deeplabcut
     from deeplabcut.core.engine import Engine
 
-    from dlcrun.inference import Sampling, open_analyzer
+    from dlcrun.engines import open_analyzer
+    from dlcrun.inference import Sampling
 
     spec = pin_model(tf_project)
     assert spec.engine == TENSORFLOW and Path(spec.snapshot).name == "snapshot-2"
@@ -229,14 +254,14 @@ def test_tf_training_job_ends_with_the_loaders_error_when_dlcs_data_loader_dies(
     import signal
     import time
 
-    from dlcrun.legacy_tf import _set_pose_cfg
+    from dlcrun.engines.tensorflow import set_pose_cfg
     from dlcrun.settings import load_settings
     from dlcrun.training import result, start_training
 
     project = tmp_path / tf_project.name
     shutil.copytree(tf_project, project)
     (pose_cfg,) = project.glob("dlc-models/iteration-0/*shuffle1/train/pose_cfg.yaml")
-    _set_pose_cfg(pose_cfg, min_input_size=512)  # the demo's frames are 128x96
+    set_pose_cfg(pose_cfg, min_input_size=512)  # the demo's frames are 128x96
     settings = load_settings(None, project=project, runs_dir=tmp_path / "runs", device="cpu")
     job = start_training(settings, iterations=5, evaluate=False)
     deadline = time.monotonic() + 240
@@ -253,7 +278,7 @@ def test_tf_training_job_ends_with_the_loaders_error_when_dlcs_data_loader_dies(
 
 @needs_tf
 def test_tf_refuses_what_it_cannot_do(tf_project: Path) -> None:
-    from dlcrun.inference import open_analyzer
+    from dlcrun.engines import open_analyzer
 
     with pytest.raises(ConfigError, match="snapshot 'snapshot-9' not found.*snapshot-2"):
         pin_model(tf_project, snapshot="snapshot-9")

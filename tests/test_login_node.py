@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dlcrun.inference import pin_model
+from dlcrun.engines import pin_model
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
 

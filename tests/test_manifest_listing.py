@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from dlcrun.batch import check_sources
 from dlcrun.cli import app
 from dlcrun.errors import ManifestError, StorageError
+from dlcrun.listing import from_listing
 from dlcrun.manifest import Manifest, read_manifest
-from dlcrun.selection import from_listing
 from dlcrun.storage import StoredObject
 from dropbox_emulator import DropboxEmulator
 

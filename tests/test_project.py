@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
+from dlcrun.engines import pin_model
 from dlcrun.errors import ConfigError
-from dlcrun.inference import pin_model
 from dlcrun.project import list_models, pack, unpack
 
 

@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
+from dlcrun.dates import bounds
 from dlcrun.errors import ManifestError
-from dlcrun.manifest import read_manifest, read_sheet
+from dlcrun.manifest import read_manifest
 from dlcrun.sampling import allocate, draw
-from dlcrun.selection import bounds, gather
+from dlcrun.selection import Request, build
 from selection_data import comments, entries, lab_sheet, make_tree, write_xlsx
 
 runner = CliRunner()
@@ -32,7 +33,7 @@ def list_sheet(tmp: Path) -> Path:
 
 
 def candidates(tmp: Path) -> list:
-    return gather(read_sheet(list_sheet(tmp))).videos
+    return build(Request(sheet=list_sheet(tmp), sampling=True)).videos
 
 
 def test_same_seed_same_sample_other_seed_other_sample(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_unknown_stratum_is_an_error_naming_the_choices(tmp_path: Path) -> None:
 def test_list_sheet_videos_timed_by_name_when_there_is_no_date_column(tmp_path: Path) -> None:
     sheet = tmp_path / "s.csv"
     sheet.write_text("path\n/v/cam1_2026-10-01_10-00-00.mp4\n/v/cam1_2026-10-02_10-00-00.mp4\n/v/other.mp4\n")
-    videos = gather(read_sheet(sheet)).videos
+    videos = build(Request(sheet=sheet, sampling=True)).videos
     sample = draw(videos, 1, since=dt.datetime(2026, 10, 2))
     assert [v.uri for v in sample.videos] == ["/v/cam1_2026-10-02_10-00-00.mp4"]
     assert "1 video(s) have no start time" in sample.warnings[0]
@@ -96,7 +97,7 @@ def test_selection_sheet_sample_by_name_field(tmp_path: Path) -> None:
         ["Tank", "Start", "End"],
         [["tank1", "01-Oct-2026", "03-Oct-2026"], ["tank2", "02-Oct-2026", "03-Oct-2026"]],
     )
-    videos = gather(read_sheet(sheet), root=str(root)).videos
+    videos = build(Request(sheet=sheet, root=str(root), sampling=True)).videos
     sample = draw(videos, 4, seed=7, per="camera")
     assert Counter(v.fields["camera"] for v in sample.videos) == {"cam1": 2, "cam2": 2}
     assert all(v.start >= dt.datetime(2026, 10, 2) for v in sample.videos if v.fields["camera"] == "cam2")

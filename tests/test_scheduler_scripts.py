@@ -138,20 +138,24 @@ def test_slurm_a_refused_later_array_cancels_the_earlier_ones(tmp_path: Path) ->
     assert runner.calls[-1] == ["scancel", "10"]
 
 
-def test_slurm_states_from_squeue_map_array_tasks_to_manifest_indices(tmp_path: Path) -> None:
+def test_slurm_states_from_squeue_map_array_tasks_to_submission_array_indices(tmp_path: Path) -> None:
+    """squeue's rows become (submission, array index): which manifest lines those are, batch says
+    (test_status.py); array index 1 of the resubmission is manifest index 4."""
     run = make_run(tmp_path, n=6, scheduler="slurm")
     add_submission(run, "slurm", ["100"], [0, 1, 2, 3, 4, 5])
     add_submission(run, "slurm", ["200"], [1, 4])  # a resubmission: array index k -> manifest index
     squeue = "100|3|RUNNING\n100|4|PENDING\n100|5|COMPLETING\n200|1|REQUEUED\n999|0|RUNNING\n7|N/A|RUNNING\n"
     runner = Recorder(squeue=(0, squeue, ""))
-    assert SlurmScheduler(runner).states(run, ["100", "200"]) == {3: "running", 4: "pending"}
+    subs = run.submissions()
+    assert SlurmScheduler(runner).states(run, subs) == {(1, 3): "running", (1, 4): "pending", (2, 1): "pending"}
     assert runner.calls == [["squeue", "--noheader", "--array", "--jobs=100,200", "--format=%F|%K|%T"]]
     # every array purged from the controller: not an error, nothing is live
     gone = Recorder(squeue=(1, "", "slurm_load_jobs error: Invalid job id specified\n"))
-    assert SlurmScheduler(gone).states(run, ["100", "200"]) == {}
+    assert SlurmScheduler(gone).states(run, subs) == {}
     down = Recorder(squeue=(1, "", "slurm_load_jobs error: Unable to contact slurm controller\n"))
     with pytest.raises(SubmissionError, match="squeue failed: .*Unable to contact"):
-        SlurmScheduler(down).states(run, ["100"])
+        SlurmScheduler(down).states(run, subs[:1])
+    assert down.calls[0][3] == "--jobs=100"
 
 
 def test_slurm_states_apply_the_offset_of_a_split_submission(tmp_path: Path) -> None:
@@ -163,7 +167,19 @@ def test_slurm_states_apply_the_offset_of_a_split_submission(tmp_path: Path) -> 
     number = run.next_submission_number()
     run.write_indices(number, [0, 1, 2, 3, 4])
     run.add_submission(number, "slurm", sched.submit(run, number, 5, None), [0, 1, 2, 3, 4], None)
-    assert sched.states(run, ["10", "11", "12"]) == {3: "running", 4: "pending"}
+    assert sched.states(run, run.submissions()) == {(1, 3): "running", (1, 4): "pending"}
+    assert runner.calls[-1][3] == "--jobs=10,11,12"
+
+
+def test_slurm_states_of_a_submission_without_its_arrays_file_take_offset_0(tmp_path: Path) -> None:
+    """A run submitted by an older dlcrun has no NNN.slurm.json: its one array starts at offset 0."""
+    run = make_run(tmp_path, n=3, scheduler="slurm")
+    add_submission(run, "slurm", ["300"], [0, 1, 2])
+    runner = Recorder(squeue=(0, "300|2|RUNNING\n", ""))
+    assert SlurmScheduler(runner).states(run, run.submissions()) == {(1, 2): "running"}
+    (run.path / "submissions" / "001.slurm.json").write_text("{not json")
+    assert SlurmScheduler(runner).states(run, run.submissions()) == {(1, 2): "running"}
+    assert any("001.slurm.json: damaged" in w for w in run.warnings.values())
 
 
 def test_slurm_cancel_and_training_lines(tmp_path: Path) -> None:
@@ -299,21 +315,35 @@ def test_pbs_pro_single_index_is_a_plain_job_and_splits_chain(tmp_path: Path) ->
     assert third[third.index("-W") + 1] == "depend=afterany:2[].s"
 
 
+def test_pbs_states_of_a_split_submission_keep_each_arrays_indices(tmp_path: Path) -> None:
+    """The arrays of a split submission cover ranges 0-1, 2-3 and (a plain job) 4: a subjob's
+    own index is the array index, a plain job stands for its range's first."""
+    run = make_run(tmp_path, n=5, scheduler="pbs", max_array_size=2, resources={})
+    qstat = "Job Id: 2[3].s\n    job_state = R\nJob Id: 3.s\n    job_state = Q\nJob Id: 2[].s\n    job_state = B\n"
+    runner = Recorder(qsub=[(0, "1[].s\n", ""), (0, "2[].s\n", ""), (0, "3.s\n", "")], qstat=(0, qstat, ""))
+    sched = PbsScheduler(PRO, runner)
+    run.write_indices(1, [0, 1, 2, 3, 4])
+    run.add_submission(1, "pbs", sched.submit(run, 1, 5, None), [0, 1, 2, 3, 4], None)
+    assert sched.states(run, run.submissions()) == {(1, 3): "running", (1, 4): "pending"}
+    assert runner.calls[-1] == ["qstat", "-f", "-t", "1[].s", "2[].s", "3.s"]
+
+
 def test_pbs_states_from_canned_qstat(tmp_path: Path) -> None:
     run = make_run(tmp_path, n=6, scheduler="pbs")
     add_submission(run, "pbs", ["1234[].pbs01"], [0, 1, 2, 3, 4])
     add_submission(run, "pbs", ["1240.pbs01"], [5])  # a single index: a plain job
     runner = Recorder(qstat=(0, (DATA / "qstat_pro.txt").read_text(), ""))
-    states = PbsScheduler(PRO, runner).states(run, ["1234[].pbs01", "1240.pbs01"])
+    states = PbsScheduler(PRO, runner).states(run, run.submissions())
     assert runner.calls == [["qstat", "-f", "-t", "1234[].pbs01", "1240.pbs01"]]
-    assert states == {1: "running", 2: "pending", 3: "pending", 5: "running"}  # 0 expired, 4 exiting
+    # 0 expired, 4 exiting; the plain job 1240 is array index 0 of submission 2 (manifest index 5)
+    assert states == {(1, 1): "running", (1, 2): "pending", (1, 3): "pending", (2, 0): "running"}
 
 
 def test_torque_states_from_canned_qstat(tmp_path: Path) -> None:
     run = make_run(tmp_path, n=3, scheduler="torque")
     add_submission(run, "torque", ["567[].torque01.cluster"], [0, 1, 2])
     runner = Recorder(qstat=(0, (DATA / "qstat_torque.txt").read_text(), ""))
-    assert PbsScheduler(TORQUE, runner).states(run, ["567[].torque01.cluster"]) == {1: "running", 2: "pending"}
+    assert PbsScheduler(TORQUE, runner).states(run, run.submissions()) == {(1, 1): "running", (1, 2): "pending"}
 
 
 def test_pbs_finished_jobs_are_not_errors_but_a_down_server_is(tmp_path: Path) -> None:
@@ -322,16 +352,16 @@ def test_pbs_finished_jobs_are_not_errors_but_a_down_server_is(tmp_path: Path) -
     gone = Recorder(
         qstat=(35, "", "qstat: 9[].s Job has finished, use -x or -H to obtain historical job information\n")
     )
-    assert PbsScheduler(PRO, gone).states(run, ["9[].s"]) == {}
+    assert PbsScheduler(PRO, gone).states(run, run.submissions()) == {}
     unknown = Recorder(
         qstat=(153, "", "qstat: Unknown Job Id Error 9[].s\n"), qdel=(153, "", "qdel: Unknown Job Id 9[].s\n")
     )
-    assert PbsScheduler(TORQUE, unknown).states(run, ["9[].s"]) == {}
+    assert PbsScheduler(TORQUE, unknown).states(run, run.submissions()) == {}
     PbsScheduler(PRO, unknown).cancel(run, ["9[].s"])
     assert unknown.calls[-1] == ["qdel", "9[].s"]
     down = Recorder(qstat=(1, "", "Connection refused\nqstat: cannot connect to server s (errno=111)\n"))
     with pytest.raises(SubmissionError, match="qstat failed"):
-        PbsScheduler(PRO, down).states(run, ["9[].s"])
+        PbsScheduler(PRO, down).states(run, run.submissions())
 
 
 def test_pbs_training_lines(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
+from dlcrun.dates import parse_day
 from dlcrun.errors import ConfigError, ManifestError, StorageError
-from dlcrun.manifest import read_manifest, read_sheet, write_manifest
+from dlcrun.manifest import read_manifest, write_manifest
 from dlcrun.names import NamePattern, is_conflicted_copy
-from dlcrun.selection import parse_column_map, parse_day, select, sheet_kind
+from dlcrun.selection import Request, build, select
+from dlcrun.sheets import parse_column_map, read_sheet, sheet_kind
 from dlcrun.storage import StoredObject, register
 from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
 
@@ -282,6 +284,87 @@ def test_probe_reads_durations_of_real_videos(tmp_path: Path, tiny_videos) -> No
     hours, known = found.known_hours
     assert known == 2 and hours == pytest.approx(2 * 20 / 10 / 3600)  # write_video: 10 fps
     assert [v.duration for v in found.rows[0].videos] == [pytest.approx(2.0), pytest.approx(2.0), None]
+
+
+# --- build: the one entry point of manifest and sample ----------------------------------------
+
+
+def test_build_a_list_sheet(tmp_path: Path) -> None:
+    sheet = tmp_path / "list.csv"
+    sheet.write_text("video,camera,date\ncam1_2020-10-26_10-00-00.mp4,cam1,\nb.mp4,cam2,2020-10-27\nc.mp4,cam1,\n")
+    found = build(Request(sheet=sheet, root="/v", cameras=("CAM1",)))
+    assert found.kind == "list" and found.sheet_rows == 3
+    assert [v.uri for v in found.videos] == ["/v/cam1_2020-10-26_10-00-00.mp4", "/v/c.mp4"]
+    assert found.videos[0].start == dt.datetime(2020, 10, 26, 10) and found.videos[0].timed_by == "name"
+    assert found.header[0].startswith(f"sheet: {sheet} (sha256 ")
+    assert found.header[1] == "column: video; filters: camera=CAM1"
+    (tmp_path / "dated.csv").write_text("video,date\na.mp4,2020-10-26\nb.mp4,2020-10-27\n")
+    dated = build(Request(sheet=tmp_path / "dated.csv", source="/s", since="2020-10-27"))
+    assert [(v.uri, v.timed_by) for v in dated.videos] == [("/s/b.mp4", "sheet")]  # source: the root without --root
+
+
+def test_build_a_selection_sheet(tmp_path: Path) -> None:
+    sheet, root = lab_sheet(tmp_path)
+    found = build(Request(sheet=sheet, source=str(root), overlap=True))
+    assert found.kind == "selection" and found.sheet_rows == 3 and len(found.rows) == 3
+    assert [v.uri for v in found.videos] == [
+        v.uri for v in select(read_sheet(sheet), root=str(root), overlap=True).videos
+    ]
+    assert len(found.videos) == 9
+    assert found.header[1] == f"selection: root={root} name_pattern={{camera}}_{{start:%Y-%m-%d_%H-%M-%S}} overlap"
+    custom = build(
+        Request(
+            sheet=sheet,
+            root=str(root),
+            columns="folder=Tank,start=Start Date,end=END",
+            pattern="{cam}_{start:%Y-%m-%d_%H-%M-%S}",
+        )
+    )
+    assert custom.videos[0].fields["cam"] == "cam1" and "name_pattern={cam}_" in custom.header[1]
+
+
+def test_build_a_folder_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tree(tmp_path, {"videos": {"cam1_2020-10-26_10-00-00.mp4": 3, "cam1_2020-10-27_10-00-00.mp4": 4}})
+    monkeypatch.chdir(tmp_path)
+    found = build(Request(listing="videos", since="2020-10-27", dates="name", source="/ignored"))
+    assert [v.uri for v in found.videos] == [str(tmp_path / "videos" / "cam1_2020-10-27_10-00-00.mp4")]
+    pattern = "{camera}_{start:%Y-%m-%d_%H-%M-%S}"
+    assert found.header == [f"listing: {tmp_path / 'videos'} since=2020-10-27 by name name_pattern={pattern}"]
+    assert found.sheet_rows == 0 and found.total_bytes == 4
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (Request(), r"^give a spreadsheet or --from FOLDER \(one of them\)$"),
+        (Request(sheet=Path("s.csv"), listing="v"), r"one of them"),
+        (Request(listing="v", cameras=("c1",), probe=True), r"^--camera, --probe: for spreadsheets, not --from$"),
+        (Request(listing="v", root="/r", worksheet="Sheet2"), r"^--root, --sheet: for spreadsheets, not --from$"),
+    ],
+)
+def test_build_refuses_a_request_that_is_not_one_source(request_: Request, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        build(request_)
+
+
+def test_build_refuses_flags_of_the_other_kind(tmp_path: Path) -> None:
+    sheet, root = lab_sheet(tmp_path)
+    lst = tmp_path / "list.csv"
+    lst.write_text("video\na.mp4\n")
+    for request, message in [
+        (Request(sheet=sheet, root=str(root), since="2020-10-26"), "--since does not apply: this sheet is a selection"),
+        (Request(sheet=sheet, root=str(root), cameras=("c",)), "--camera does not apply: this sheet is a selection"),
+        (Request(sheet=sheet, root=str(root), dates="name"), "--dates does not apply: this sheet is a selection"),
+        (Request(sheet=lst, overlap=True), "--overlap does not apply: this sheet is a list"),
+        (Request(sheet=lst, probe=True, recursive=True), "--probe does not apply: this sheet is a list"),
+        (Request(sheet=lst, name_pattern="{start:%Y}"), "--name-pattern does not apply: this sheet is a list"),
+    ]:
+        with pytest.raises(ManifestError) as info:
+            build(request)
+        assert str(info.value).startswith(f"{request.sheet}: ") and message in str(info.value)
+    # A sample times a list sheet's videos by their names, so there the pattern applies.
+    sampled = build(Request(sheet=lst, name_pattern="{start:%Y}", pattern="{start:%Y}", sampling=True))
+    assert [v.uri for v in sampled.videos] == [str(tmp_path / "a.mp4")]
 
 
 # --- CLI --------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
-from dlcrun.schedulers.slurm import SlurmScheduler
 from dlcrun.settings import load_settings
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -193,13 +192,11 @@ def start(tmp_path: Path, project: Path, videos: list[Path], **overrides: object
 
 def follow(run: Run, timeout: float = 600) -> tuple[batch.Status, int]:
     """Poll until every index has ended; also the most indices squeue ever showed running."""
-    sched = SlurmScheduler()
     most = 0
 
     def count_running(current: batch.Status) -> None:
         nonlocal most
-        jobs = [j for sub in run.submissions() for j in sub.job_ids]
-        most = max(most, sum(s == "running" for s in sched.states(run, jobs).values()))
+        most = max(most, sum(s == "running" for s in batch.live_states(run, run.submissions()).values()))
 
     return waiting.wait_for(run, timeout, each=count_running), most
 
@@ -259,7 +256,7 @@ def test_videos_per_task_array(slurm_cluster: Path, tmp_path: Path, demo_project
     seen: dict[int, str] = {}
     deadline = time.monotonic() + 300
     while not seen and time.monotonic() < deadline:
-        seen = {i: s for i, s in SlurmScheduler().states(run, [job]).items() if s == "running"}
+        seen = {i: s for i, s in batch.live_states(run, run.submissions()).items() if s == "running"}
         time.sleep(0.2)
     assert set(seen) in ({0, 1}, {2}), seen
     final, _ = follow(run)
@@ -379,6 +376,6 @@ def test_train_job_writes_a_snapshot(
     assert "Epoch 1/1" in log.read_text()
     assert result["job_id"] == log.stem.removeprefix("train_")
     assert result["selected"]["snapshot"] == snapshot.name, "the job evaluated and selected its snapshot"
-    from dlcrun.inference import pin_model
+    from dlcrun.engines import pin_model
 
     assert Path(pin_model(project).snapshot) == snapshot.resolve(), "submit pins the trained snapshot"

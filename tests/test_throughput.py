@@ -41,7 +41,7 @@ def max_diff(a: pd.DataFrame, b: pd.DataFrame) -> float:
 
 @pytest.fixture(scope="module")
 def openfield_model(openfield_project: Path):
-    from dlcrun.inference import pin_model
+    from dlcrun.engines import pin_model
 
     return pin_model(openfield_project)
 
@@ -66,9 +66,9 @@ def reference(openfield_project: Path, openfield_clip: Path, tmp_path_factory: p
 @pytest.fixture(scope="module")
 def full_rate(openfield_model, openfield_clip: Path, tmp_path_factory: pytest.TempPathFactory):
     """dlcrun's defaults (fp32, OpenCV, channels_last) at batch 4, which does not divide 6 frames."""
-    from dlcrun.inference import Analyzer
+    from dlcrun.engines.pytorch import PytorchAnalyzer
 
-    analyzer = Analyzer(openfield_model, batch_size=4, device="cpu")
+    analyzer = PytorchAnalyzer(openfield_model, batch_size=4, device="cpu")
     return analyzer, analyzer.analyze(openfield_clip, tmp_path_factory.mktemp("ours"), save_csv=True)
 
 
@@ -122,9 +122,10 @@ def test_stride_rows_equal_full_rate_rows(full_rate, openfield_clip: Path, tmp_p
 
 @pytest.fixture(scope="module")
 def demo_analyzer(demo_project: Path):
-    from dlcrun.inference import Analyzer, pin_model
+    from dlcrun.engines import pin_model
+    from dlcrun.engines.pytorch import PytorchAnalyzer
 
-    return Analyzer(pin_model(demo_project), batch_size=4, device="cpu")
+    return PytorchAnalyzer(pin_model(demo_project), batch_size=4, device="cpu")
 
 
 @pytest.mark.slow
@@ -133,7 +134,7 @@ def test_batches_that_do_not_divide_the_video(demo_analyzer, tmp_path: Path) -> 
     model stream or three concurrent ones; a table written in chunks of 4 rows: all give the
     same .h5, in frame order."""
     from dlcrun.demo import write_video
-    from dlcrun.engine import Engine
+    from dlcrun.engines.pytorch_pipeline import Pipeline
     from dlcrun.inference import KeypointTable
 
     video = write_video(tmp_path / "v.mp4", frames=23)
@@ -149,8 +150,8 @@ def test_batches_that_do_not_divide_the_video(demo_analyzer, tmp_path: Path) -> 
         h5 = tmp_path / f"out-{batch_size}-{workers}.h5"
         spec = demo_analyzer.spec
         table = KeypointTable(h5, spec.scorer, spec.bodyparts, 1, expected_rows=23, chunk=chunk)
-        engine = Engine(demo_analyzer.runner, "cpu", batch_size, tabulate=tabulate, workers=workers)
-        assert engine.run(stream, 1, table.add) == 23
+        pipeline = Pipeline(demo_analyzer.runner, "cpu", batch_size, tabulate=tabulate, workers=workers)
+        assert pipeline.run(stream, 1, table.add) == 23
         assert table.close() == 23 and stream.decoded == 23
         stream.close()
         results.append(h5)
@@ -200,7 +201,7 @@ def test_buffer_pool_bounds_what_the_decoder_holds() -> None:
     """The decoder can hold at most ``slots`` batches: a third take waits until one comes back."""
     import torch
 
-    from dlcrun.engine import BufferPool
+    from dlcrun.engines.pytorch_pipeline import BufferPool
 
     pool = BufferPool(2, (4, 8, 8, 3), torch.uint8, pin=False)
     stop = threading.Event()
@@ -320,10 +321,13 @@ def test_unknown_decoder_names_the_known_ones() -> None:
 def test_bf16_runs_and_says_so(demo_project: Path, tmp_path: Path) -> None:
     """bf16 autocast: same rows and format; the metadata records the precision."""
     from dlcrun.demo import write_video
-    from dlcrun.inference import Analyzer, pin_model
+    from dlcrun.engines import pin_model
+    from dlcrun.engines.pytorch import PytorchAnalyzer
 
     video = write_video(tmp_path / "v.mp4", frames=6)
-    analysis = Analyzer(pin_model(demo_project), batch_size=4, device="cpu", precision="bf16").analyze(video, tmp_path)
+    analysis = PytorchAnalyzer(pin_model(demo_project), batch_size=4, device="cpu", precision="bf16").analyze(
+        video, tmp_path
+    )
     frame = read(analysis.files[0])
     assert list(frame.index) == list(range(6)) and np.isfinite(frame.to_numpy()).all()
     assert frame.dtypes.unique().tolist() == [np.float32]

@@ -15,12 +15,13 @@ from typer.testing import CliRunner
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.demo import write_video
+from dlcrun.engines import pin_model
+from dlcrun.engines.pytorch import latest_snapshot
 from dlcrun.errors import ConfigError
-from dlcrun.inference import pin_model
 from dlcrun.manifest import Manifest, write_manifest
 from dlcrun.settings import load_settings
 from dlcrun.task import run_index
-from dlcrun.training import latest_snapshot, start_training
+from dlcrun.training import start_training
 
 
 def test_latest_snapshot_ignores_best_and_other_files(tmp_path: Path) -> None:

@@ -5,23 +5,20 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shutil
+import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcrun.container import runs_here
 from dlcrun.decoders import check_decoder
-from dlcrun.errors import ConfigError, StorageError
+from dlcrun.engines import engine_for, pin_in_image, pin_model
+from dlcrun.errors import ConfigError, DlcrunError, StorageError
 from dlcrun.files import NAME_MAX, PART_NAME_EXTRA
-from dlcrun.inference import (
-    TENSORFLOW,
-    ModelSpec,
-    Sampling,
-    installed,
-    pin_in_image,
-    pin_model,
-)
+from dlcrun.inference import TENSORFLOW, ModelSpec, Sampling, installed
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.locations import basename, output_folders, scheme_of
 from dlcrun.manifest import Manifest, read_manifest
@@ -92,8 +89,49 @@ def _absolute(settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
+@dataclass
+class _Checked:
+    """What a run is made of once everything it needs has been validated."""
+
+    manifest: Manifest
+    settings: Settings  # paths made absolute
+    spec: ModelSpec
+    preflight: Preflight | None
+    name: str  # of the run, after the manifest file
+
+
 def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tuple[Run, Preflight | None]:
     """Validate everything a run needs, pin the snapshot and create the run directory."""
+    ready = _check(manifest_path, settings, check)
+    run = Run.create(ready.settings.runs_dir, ready.settings, ready.manifest, ready.spec.to_dict(), ready.name)
+    return run, ready.preflight
+
+
+def launch(manifest_path: Path, settings: Settings, check: bool = True) -> tuple[Run, Preflight | None, Submission]:
+    """Start a run and queue its whole manifest as one array: what ``dlcrun submit`` and the demo do.
+
+    A submission the scheduler refuses has queued nothing, so its run directory is removed too:
+    no run is left behind that never ran (``status`` would show it as all pending forever).
+    """
+    run, preflight = start_run(manifest_path, settings, check)
+    try:
+        return run, preflight, submit(run)
+    except DlcrunError:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def dry_run(manifest_path: Path, settings: Settings, check: bool = True) -> list[JobPlan]:
+    """What ``launch`` would write and run (``submit --dry-run``), after the same checks; nothing
+    is written: the plan is made for the run as it would be created (``Run.planned``)."""
+    ready = _check(manifest_path, settings, check)
+    run = Run.planned(ready.settings.runs_dir, ready.settings, ready.manifest, ready.spec.to_dict(), ready.name)
+    return plan(run)
+
+
+def _check(manifest_path: Path, settings: Settings, check: bool) -> _Checked:
+    """Everything a run needs, checked before it exists: the manifest, project and dest, that no
+    two videos share an output, the videos themselves (``check``), the pinned snapshot."""
     manifest = read_manifest(manifest_path)
     if settings.project is None:
         raise ConfigError("no DeepLabCut project: pass --project or set project in dlcrun.toml")
@@ -114,22 +152,34 @@ def start_run(manifest_path: Path, settings: Settings, check: bool = True) -> tu
             "environment nor an image has TensorFlow: build the TensorFlow image (make image ENGINE=tensorflow) and "
             "pass --image, or run from .venv-tf (make install-tf)"
         )
-    run = Run.create(settings.runs_dir, settings, manifest, spec.to_dict(), name=Path(manifest_path).stem)
-    return run, preflight
+    return _Checked(manifest, settings, spec, preflight, name=Path(manifest_path).stem)
 
 
 def pin(settings: Settings) -> ModelSpec:
-    """The snapshot every index will use: pinned here, or inside the image where DLC is not installed."""
+    """The snapshot every index will use: pinned here, or inside the image where DLC is not installed.
+
+    Refused when the shuffle's engine cannot run at the run's precision or on its device: every
+    index would otherwise load the model and fail on it.
+    """
     assert settings.project is not None
     args = (settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
     if installed("deeplabcut"):
-        return pin_model(*args)
-    if not runs_here(settings.image):
-        return pin_in_image(settings.image, *args, scratch=settings.scratch)
-    raise ConfigError(
-        "DeepLabCut is not installed here: set image (dlcrun.toml or --image) to pin the snapshot and run the "
-        "indices in it, or install DeepLabCut (make install)"
-    )
+        spec = pin_model(*args)
+    elif not runs_here(settings.image):
+        spec = pin_in_image(settings.image, *args, scratch=settings.scratch)
+    else:
+        raise ConfigError(
+            "DeepLabCut is not installed here: set image (dlcrun.toml or --image) to pin the snapshot and run the "
+            "indices in it, or install DeepLabCut (make install)"
+        )
+    engine = engine_for(spec.engine)
+    reason = engine.supports(settings.precision, settings.device)
+    if reason is not None:
+        which = f"the {engine.title} engine (shuffle {settings.shuffle}) {reason}"
+        if engine.supports("fp32", settings.device) is None:  # every engine runs fp32: the precision is at fault
+            raise ConfigError(f"precision {settings.precision}: {which}; submit with --precision fp32")
+        raise ConfigError(f"device {settings.device}: {which}")
+    return spec
 
 
 def _check_unique_outputs(manifest: Manifest, dest: str = "") -> None:
@@ -207,9 +257,26 @@ def _max_running(settings: Settings, scheduler: str) -> int | None:
     return settings.max_running or (1 if scheduler == "local" else None)
 
 
+def live_states(run: Run, submissions: list[Submission]) -> dict[int, str]:
+    """The schedulers' view by manifest index: each scheduler is asked once, about its own
+    submissions; a live array index stands for the manifest lines it processes (its task group
+    of the submission's indices). Where two arrays hold one index, the later submission's says."""
+    by_scheduler: dict[str, list[Submission]] = {}
+    for sub in submissions:
+        by_scheduler.setdefault(sub.scheduler, []).append(sub)
+    indices = {sub.number: sub.indices for sub in submissions}
+    live: dict[int, str] = {}
+    for name, subs in by_scheduler.items():
+        for (number, k), state in sorted(scheduler_for(name).states(run, subs).items()):
+            if number in indices and k >= 0:
+                live.update((i, state) for i in run.task_group(indices[number], k))
+    return live
+
+
 @dataclass
 class Status:
     run: Run
+    settings: Settings  # the run's frozen settings, as status read them
     states: dict[int, str]
     records: dict[int, Record]
     counts: Counter[str] = field(default_factory=Counter)
@@ -254,14 +321,10 @@ def status(run: Run) -> Status:
     Clocks are never compared (a compute node's clock is not the login node's): whether a
     record still counts while its index is queued again is decided by submission numbers.
     """
+    settings = run.settings  # first: what is wrong with it is warned about (or raised) like the ledger's files
     records = run.records()
     submissions = run.submissions()
-    live: dict[int, str] = {}
-    by_scheduler: dict[str, list[str]] = {}
-    for sub in submissions:
-        by_scheduler.setdefault(sub.scheduler, []).extend(sub.job_ids)
-    for name, jobs in by_scheduler.items():
-        live.update(scheduler_for(name).states(run, jobs))
+    live = live_states(run, submissions)
     last_sub = last_submission(submissions)
     by_job: dict[str, int | None] = {}
     for sub in submissions:
@@ -300,12 +363,23 @@ def status(run: Run) -> Status:
             states[i] = "lost" if i in last_sub else "pending"
     return Status(
         run=run,
+        settings=settings,
         states=states,
         records=records,
         counts=Counter(states.values()),
         submissions=submissions,
         warnings=list(run.warnings.values()),
     )
+
+
+def watch(run: Run, every: float = 1.0) -> Iterator[Status]:
+    """``status`` every ``every`` seconds until every index has finished (the last one yielded)."""
+    while True:
+        current = status(run)
+        yield current
+        if current.finished:
+            return
+        time.sleep(every)
 
 
 def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: int | None = None) -> Submission | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -90,6 +88,14 @@ def _root(
     install_redaction()  # every log line and traceback, and uncaught ones, with secrets masked
 
 
+def _settings(config: Path | None, options: dict[str, Any], **more: Any) -> Any:
+    """Settings from the file and environment, overridden by a command's ``options`` (its
+    ``locals()``) that are named like a setting and were given; ``more`` for any spelled otherwise."""
+    from dlcrun.settings import Settings, load_settings
+
+    return load_settings(config, **{k: v for k, v in options.items() if k in Settings.model_fields}, **more)
+
+
 @app.command()
 @friendly
 def init(
@@ -164,98 +170,42 @@ def manifest(
     videos under ROOT/folder whose names say they started within its dates. --from lists one folder (local or
     dropbox:), optionally between --since and --until.
     """
-    from dlcrun import selection as sel
-    from dlcrun.manifest import manifest_from_list, read_sheet, write_manifest
+    from dlcrun.manifest import default_manifest_path, write_manifest
+    from dlcrun.selection import Request, build
     from dlcrun.settings import load_settings
 
     settings = load_settings(config, name_pattern=name_pattern)
-    if (sheet is None) == (from_ is None):
-        raise DlcrunError("give a spreadsheet or --from FOLDER (one of them)")
-    if from_ is not None:
-        sheet_only = {
-            "--column": column,
-            "--root": root,
-            "--camera": camera,
-            "--time-column": time_column,
-            "--columns": columns,
-            "--overlap": overlap,
-            "--mtime-fallback": mtime_fallback,
-            "--probe": probe,
-            "--sheet": sheet_name,
-        }
-        if given := [flag for flag, value in sheet_only.items() if value]:
-            raise DlcrunError(f"{', '.join(given)}: for spreadsheets, not --from")
-        with err.status("listing..."):
-            found = sel.from_folder(
-                from_,
-                recursive=recursive,
-                since=since,
-                until=until,
-                dates=dates,
-                pattern=settings.name_pattern,
-                dayfirst=dayfirst,
-            )
-        _warn(found.warnings)
-        name = from_.rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
-        target = output or Path("manifests") / f"{name if name not in ('', '.', '..') else 'listing'}.txt"
-        write_manifest(target, found.manifest())
-        out.print(f"{len(found.videos)} videos, {found.total_bytes / 1e9:.2f} GB, from {from_} -> {target}")
-        return
-    assert sheet is not None
-    parsed = read_sheet(sheet, sheet_name)
-    column_map = sel.parse_column_map(columns)
-    kind = sel.sheet_kind(parsed, column, column_map)
-    base = root if root is not None else settings.source
-    target = output or Path("manifests") / f"{sheet.stem}.txt"
-    if kind == "list":
-        sel.check_options(
-            kind,
-            parsed,
-            name_pattern=name_pattern,
-            overlap=overlap,
-            mtime_fallback=mtime_fallback,
-            probe=probe,
-            dates=None if dates == "modified" else dates,
-            recursive=recursive,
-        )
-        result = manifest_from_list(
-            parsed,
-            column=column,
-            root=base,
-            since=since,
-            until=until,
-            cameras=camera or (),
-            time_column=time_column,
-            dayfirst=dayfirst,
-        )
-        write_manifest(target, result)
-        out.print(f"{len(result.entries)} videos from {len(parsed.rows)} rows -> {target}")
-        return
-    sel.check_options(
-        kind,
-        parsed,
+    request = Request(
+        sheet=sheet,
+        listing=from_,
+        worksheet=sheet_name,
+        column=column,
+        columns=columns,
+        root=root,
+        source=settings.source,
         since=since,
         until=until,
-        camera=camera,
+        cameras=tuple(camera or ()),
         time_column=time_column,
-        dates=None if dates == "modified" else dates,
+        name_pattern=name_pattern,
+        pattern=settings.name_pattern,
+        overlap=overlap,
+        mtime_fallback=mtime_fallback,
+        probe=probe,
+        dates=dates,
         recursive=recursive,
+        dayfirst=dayfirst,
     )
-    with err.status("listing folders..."):
-        found = sel.select(
-            parsed,
-            root=base,
-            columns=column_map,
-            pattern=settings.name_pattern,
-            dayfirst=dayfirst,
-            overlap=overlap,
-            mtime_fallback=mtime_fallback,
-            probe=probe,
-        )
+    with err.status("listing..."):
+        found = build(request)
     _warn(found.warnings)
-    write_manifest(target, found.manifest())
-    _print_selection(found, probe)
-    out.print(f"{len(found.videos)} videos from {len(found.rows)} rows -> {target}")
+    target = write_manifest(output or default_manifest_path(sheet, listing=from_), found.manifest())
+    if from_ is not None:
+        out.print(f"{len(found.videos)} videos, {found.total_bytes / 1e9:.2f} GB, from {from_} -> {target}")
+        return
+    if found.kind == "selection":
+        _print_selection(found, probe)
+    out.print(f"{len(found.videos)} videos from {found.sheet_rows} rows -> {target}")
 
 
 def _warn(warnings: list[str]) -> None:
@@ -325,37 +275,35 @@ def sample(
     config: ConfigOpt = None,
 ) -> None:
     """Draw a reproducible random sample of videos for labelling, spread over cameras or days."""
-    from dlcrun import selection as sel
-    from dlcrun.manifest import read_sheet, write_manifest
+    from dlcrun.dates import bounds
+    from dlcrun.manifest import default_manifest_path, write_manifest
     from dlcrun.sampling import draw
+    from dlcrun.selection import Request, build
     from dlcrun.settings import load_settings
 
     settings = load_settings(config, name_pattern=name_pattern)
-    parsed = read_sheet(sheet, sheet_name)
-    since, until = sel.bounds(from_, to, dayfirst)
+    since, until = bounds(from_, to, dayfirst)
+    request = Request(
+        sheet=sheet,
+        worksheet=sheet_name,
+        column=column,
+        columns=columns,
+        root=root,
+        source=settings.source,
+        time_column=time_column,
+        name_pattern=name_pattern,
+        pattern=settings.name_pattern,
+        overlap=overlap,
+        mtime_fallback=mtime_fallback,
+        dayfirst=dayfirst,
+        sampling=True,
+    )
     with err.status("listing videos..."):
-        found = sel.gather(
-            parsed,
-            root=root if root is not None else settings.source,
-            column=column,
-            columns=sel.parse_column_map(columns),
-            time_column=time_column,
-            pattern=settings.name_pattern,
-            dayfirst=dayfirst,
-            overlap=overlap,
-            mtime_fallback=mtime_fallback,
-        )
+        found = build(request)
     drawn = draw(found.videos, n, seed=seed, per=per, since=since, until=until)
     _warn(found.warnings + drawn.warnings)
-    target = output or Path("manifests") / f"{sheet.stem}-sample.txt"
-    write_manifest(target, drawn.manifest(found.header))
-    table = Table(show_header=True, header_style="bold", box=None)
-    table.add_column(per or "all")
-    table.add_column("available", justify="right")
-    table.add_column("sampled", justify="right")
-    for s in drawn.strata:
-        table.add_row(s.key or "(blank)", str(s.available), str(s.chosen))
-    out.print(table)
+    target = write_manifest(output or default_manifest_path(sheet, sample=True), drawn.manifest(found.header))
+    _print_strata(drawn, per)
     out.print(f"{len(drawn.videos)} of {sum(s.available for s in drawn.strata)} videos (seed {seed}) -> {target}")
     if extract_to is not None:
         from dlcrun.labelling import extract_for_labelling
@@ -366,6 +314,17 @@ def sample(
             f"{sum(counts.values())} frames to label in {extract_to / 'labeled-data'} "
             f"({len(counts)} videos); next: deeplabcut.label_frames"
         )
+
+
+def _print_strata(drawn: Any, per: str | None) -> None:
+    """Per stratum, the videos available and how many were drawn: an even spread, or why not."""
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column(per or "all")
+    table.add_column("available", justify="right")
+    table.add_column("sampled", justify="right")
+    for s in drawn.strata:
+        table.add_row(s.key or "(blank)", str(s.available), str(s.chosen))
+    out.print(table)
 
 
 auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
@@ -383,7 +342,7 @@ def auth_dropbox(
     ] = None,
 ) -> None:
     """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600."""
-    from dlcrun.storage.dropbox import authorize
+    from dlcrun.storage.dropbox_auth import authorize
 
     key = app_key or typer.prompt("Dropbox app key")
 
@@ -418,7 +377,7 @@ def submit(
     ] = None,
     stride: Annotated[Optional[int], typer.Option(help="analyse one frame in N")] = None,
     every: Annotated[Optional[str], typer.Option(help="analyse one frame every DURATION, e.g. 10s")] = None,
-    csv: Annotated[Optional[bool], typer.Option("--csv/--no-csv", help="also write DLC's .csv")] = None,
+    save_csv: Annotated[Optional[bool], typer.Option("--csv/--no-csv", help="also write DLC's .csv")] = None,
     scratch: Annotated[Optional[Path], typer.Option(help="node-local scratch (default $TMPDIR)")] = None,
     image: ImageOpt = None,
     runs_dir: RunsDirOpt = None,
@@ -428,100 +387,36 @@ def submit(
     config: ConfigOpt = None,
 ) -> None:
     """Start a run: pin the model, freeze the settings, submit one job array."""
-    from dlcrun import batch
-    from dlcrun.settings import load_settings
+    from dlcrun import batch, report
+    from dlcrun.schedulers import follows
 
-    settings = load_settings(
-        config,
-        project=project,
-        dest=dest,
-        scheduler=scheduler,
-        max_running=max_running,
-        shuffle=shuffle,
-        snapshot=snapshot,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        decoder=decoder,
-        videos_per_task=videos_per_task,
-        stride=stride,
-        every=every,
-        save_csv=csv,
-        scratch=scratch,
-        image=image,
-        runs_dir=runs_dir,
-        resources=None if gpus is None else {"gpus": gpus},
-    )
-    with err.status("checking the manifest and pinning the model..."):
-        run, preflight = batch.start_run(manifest_path, settings, check=check)
+    settings = _settings(config, locals(), resources=None if gpus is None else {"gpus": gpus})
     if dry_run:
-        try:
-            _print_plans(batch.plan(run))
-        finally:
-            shutil.rmtree(run.path, ignore_errors=True)
-        err.print("dry run: nothing was submitted and no run directory was kept")
+        with err.status("checking the manifest and pinning the model..."):
+            plans = batch.dry_run(manifest_path, settings, check=check)
+        typer.echo("\n".join(report.plans(plans)))
+        err.print("dry run: nothing was submitted and no run directory was written")
         return
-    model = run.model
-    out.print(f"run [bold]{run.id}[/bold] in {run.path}")
-    out.print(f"  model   {model['scorer']}  ({Path(model['snapshot']).name})")
-    if preflight:
-        out.print(f"  videos  {preflight.videos}, {preflight.total_bytes / 1e9:.2f} GB to stage")
-    try:
-        sub = batch.submit(run)
-    except DlcrunError:
-        shutil.rmtree(run.path, ignore_errors=True)  # nothing was queued: leave no run behind
-        raise
-    out.print(f"  {sub.scheduler} array of {_array_text(run, sub)}: {', '.join(sub.job_ids)}")
-    if wait if wait is not None else sub.scheduler == "local":
+    with err.status("checking the manifest, pinning the model and submitting..."):
+        run, preflight, sub = batch.launch(manifest_path, settings, check=check)
+    for line in report.started(run, preflight, sub):
+        out.print(line)
+    if follows(sub.scheduler, wait):
         _follow(run)
     else:
         out.print(f"follow it with: dlcrun status {run.id}")
 
 
-def _array_text(run: Any, sub: Any) -> str:
-    size = run.array_size(len(sub.indices))
-    return (
-        str(size)
-        if size == len(sub.indices)
-        else f"{size} ({len(sub.indices)} videos, {run.videos_per_task} per index)"
-    )
-
-
-def _print_plans(plans: list[Any]) -> None:
-    """Each job script (once: the arrays of a split submission share it), then the exact command
-    that submits each array, as plain text to stdout."""
-    from dlcrun.schedulers import PREVIOUS
-
-    shown = set()
-    for plan in plans:
-        if plan.script is not None and plan.script_path not in shown:
-            shown.add(plan.script_path)
-            typer.echo(f"# ---- {plan.script_path} ----")
-            typer.echo(plan.script.rstrip("\n"))
-            typer.echo("# ----")
-        if any(PREVIOUS in a for a in plan.argv):
-            typer.echo(f"# {PREVIOUS}: the job id the command above prints (this array waits for that one)")
-        typer.echo(shlex.join(plan.argv))
-
-
 def _follow(run: Any) -> None:
-    from dlcrun import batch
+    """A progress bar until every index has finished, then the status; exit 1 if any failed."""
+    from dlcrun import batch, report
 
-    total = len(run)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress:
-        bar = progress.add_task("videos", total=total)
-        while True:
-            current = batch.status(run)
-            c = current.counts
-            progress.update(
-                bar,
-                completed=c["done"] + c["failed"] + c["interrupted"] + c["lost"] + c["cancelled"],
-                description=f"done {c['done']} failed {c['failed'] + c['interrupted'] + c['lost']}",
-            )
-            if current.finished:
-                break
-            time.sleep(1.0)
+        bar = progress.add_task("videos", total=len(run))
+        for current in batch.watch(run):
+            ended, words = report.progress(current)
+            progress.update(bar, completed=ended, description=words)
     _print_status(current)
     if current.failures:
         raise typer.Exit(1)
@@ -553,23 +448,11 @@ def _find(run: str | None, runs_dir: Path | None, config: Path | None) -> Any:
 
 
 def _print_status(current: Any) -> None:
-    run = current.run
-    _print_warnings(run)
-    out.print(f"run [bold]{run.id}[/bold]: {len(run)} videos -> {run.settings.dest}")
-    table = Table(show_header=True, header_style="bold", box=None)
-    table.add_column("state")
-    table.add_column("videos", justify="right")
-    for state in ("done", "running", "queued", "pending", "failed", "interrupted", "lost", "cancelled"):
-        if current.counts[state]:
-            table.add_row(state, str(current.counts[state]))
-    out.print(table)
-    for rec in current.failures:
-        state = current.states[rec.index]
-        out.print(f"  [red]{state}[/red] #{rec.index} {rec.video}: {rec.error}", highlight=False, soft_wrap=True)
-    if current.failures or current.counts["cancelled"]:
-        out.print(f"rerun them with: dlcrun resubmit {run.id}")
-    if current.counts["interrupted"] and run.settings.scheduler != "local":
-        out.print(f"  stopped by the time limit ({run.settings.resources.time})? resubmit with --time to ask for more")
+    from dlcrun import report
+
+    _print_warnings(current.run)
+    for shown in report.status(current):
+        out.print(shown, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -588,7 +471,8 @@ def resubmit(
     max_running: Annotated[Optional[int], typer.Option(help="indices running at once from now on")] = None,
 ) -> None:
     """Submit a new array of only the indices that are not done (failed, interrupted, lost, cancelled)."""
-    from dlcrun import batch
+    from dlcrun import batch, report
+    from dlcrun.schedulers import follows
 
     target = _find(run, runs_dir, config)
     changes = {"time": time_limit, "mem": mem, "gpus": gpus, "partition": partition}
@@ -599,8 +483,8 @@ def resubmit(
     if sub is None:
         out.print("nothing to resubmit: every video is done, queued or running")
         return
-    out.print(f"{sub.scheduler} array of {_array_text(target, sub)}: {', '.join(sub.job_ids)}")
-    if wait if wait is not None else sub.scheduler == "local":
+    out.print(report.array(target, sub))
+    if follows(sub.scheduler, wait):
         _follow(target)
 
 
@@ -640,28 +524,18 @@ def task(
     ] = 0,
 ) -> None:
     """What one array index runs: stage in, infer, verify, stage out, record (per video)."""
+    from dlcrun import report
     from dlcrun.ledger import Run
-    from dlcrun.runtime import Interrupted, sigterm_unwinds
-    from dlcrun.task import run_indices
+    from dlcrun.runtime import Interrupted
+    from dlcrun.task import run_task
 
-    target = Run(run)
-    if index is not None:
-        indices = [index]
-    elif array_index is None:
-        raise DlcrunError("task needs --index, or --submission with --array-index")
-    else:
-        indices = target.manifest_indices(submission, array_offset + array_index)
     try:
-        with sigterm_unwinds():
-            records = run_indices(target, indices, submission=None if index is not None else submission)
+        records = run_task(Run(run), index, submission, None if array_index is None else array_offset + array_index)
     except Interrupted as exc:
-        err.print(f"indices {', '.join(map(str, indices))}: {exc}")
+        err.print(str(exc))
         raise typer.Exit(143) from None
-    for record in records:
-        if record.state == "done":
-            err.print(f"index {record.index} done: {record.frames} frames -> {record.outputs[-1].uri}")
-        else:
-            err.print(f"index {record.index} {record.state}: {redact(record.error)}", highlight=False, soft_wrap=True)
+    for line in report.task(records):
+        err.print(line, highlight=False, soft_wrap=True)
     if any(r.state != "done" for r in records):
         raise typer.Exit(1)
 
@@ -700,25 +574,16 @@ def train(
     config: ConfigOpt = None,
 ) -> None:
     """Train the project's network as one scheduler job (offline); logs go in a training directory."""
-    from dlcrun.settings import load_settings
+    from dlcrun.schedulers import follows
     from dlcrun.training import result, start_training
 
-    settings = load_settings(
-        config,
-        project=project,
-        shuffle=shuffle,
-        batch_size=batch_size,
-        device=device,
-        scheduler=scheduler,
-        image=image,
-        runs_dir=runs_dir,
-    )
+    settings = _settings(config, locals())
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
     settings = settings.model_copy(update={"resources": settings.resources.model_copy(update={"gpus": wanted})})
     job = start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate, iterations=iterations)
     out.print(f"training job {job.request.job_id} ({job.request.scheduler}) in {job.workdir}")
     out.print(f"  log     {job.workdir / 'logs'}")
-    if not (wait if wait is not None else job.request.scheduler == "local"):
+    if not follows(job.request.scheduler, wait):
         out.print(f"  result  {job.workdir / 'result.json'} once it ends")
         return
     with err.status("training..."):
@@ -741,7 +606,7 @@ def pin(
     snapshot: Annotated[Optional[str], typer.Option(help="snapshot (default: selected, else config.yaml's)")] = None,
 ) -> None:
     """The model a run would pin, as JSON: how a submit host without DeepLabCut asks the image."""
-    from dlcrun.inference import pin_model
+    from dlcrun.engines import pin_model
 
     spec = pin_model(project, shuffle, trainingsetindex, snapshot)
     print(json.dumps(spec.to_dict()))
@@ -773,13 +638,12 @@ def doctor(
     config: ConfigOpt = None,
 ) -> None:
     """Check this machine or image: GPU, CUDA/cuDNN, torch/DLC, scratch, Dropbox. Exit 1 if one is missing."""
+    from dlcrun import report
     from dlcrun.doctor import failed, run_doctor
-    from dlcrun.settings import load_settings
 
-    checks = run_doctor(load_settings(config, scratch=scratch), require_gpu=gpu, min_free_gb=min_free, timeout=timeout)
-    style = {"ok": "green", "fail": "red", "note": "yellow"}
-    for c in checks:
-        out.print(f"[{style[c.status]}]{c.status:<4}[/] {c.name:<10} {c.detail}", highlight=False, soft_wrap=True)
+    checks = run_doctor(_settings(config, locals()), require_gpu=gpu, min_free_gb=min_free, timeout=timeout)
+    for line in report.checks(checks):
+        out.print(line, highlight=False, soft_wrap=True)
     if failed(checks):
         raise typer.Exit(1)
 
@@ -793,7 +657,13 @@ def demo(
     """Build a tiny DLC project and videos offline, then run manifest -> submit -> status."""
     from dlcrun.demo import run_demo
 
-    run_demo(workdir, n_videos=videos, console=out)
+    run = run_demo(workdir, n_videos=videos, say=out.print)
+    try:
+        _follow(run)
+    finally:
+        out.print(f"keypoints in {run.settings.dest}:")
+        for h5 in sorted(Path(run.settings.dest or "").glob("*.h5")):
+            out.print(f"  {h5.name}")
 
 
 project_app = typer.Typer(help="Move a DeepLabCut project between machines (paths rewritten).", no_args_is_help=True)
@@ -836,6 +706,7 @@ def models(
     config: ConfigOpt = None,
 ) -> None:
     """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated."""
+    from dlcrun import report
     from dlcrun.project import list_models
     from dlcrun.settings import load_settings
 
@@ -846,22 +717,7 @@ def models(
     if not found:
         out.print(f"{folder}: no trained snapshot yet (dlcrun train)")
         return
-    table = Table(box=None, header_style="bold")
-    for col in ("shuffle", "train %", "snapshot", "epochs/iters", "train rmse", "test rmse", "engine", "selected"):
-        table.add_column(col, no_wrap=col in ("snapshot", "engine"))
-    for m in found:
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        table.add_row(
-            str(m.shuffle),
-            f"{m.train_fraction:.0%}",
-            m.snapshot,
-            str(m.epochs or "-"),
-            fmt(m.train_rmse),
-            fmt(m.test_rmse),
-            m.engine,
-            "yes" if m.selected else "",
-        )
-    out.print(table)
+    out.print(report.models(found))
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def bind_paths(run: Run) -> list[str]:
     filesystem root is never bound.
     """
     settings = run.settings
-    wanted = [run.path.resolve().parent]
+    runs = str(run.path.resolve().parent)  # exists once the run does (a dry run plans it before)
+    wanted: list[str | Path] = []
     if settings.project is not None:
         wanted.append(Path(settings.project))
         wanted.append(Path(run.model.get("snapshot", settings.project)).parent)
@@ -85,7 +86,7 @@ def bind_paths(run: Run) -> list[str]:
         scheme_of(u) == "rclone" for u in [*run.manifest.entries, *locations] if u
     ):
         wanted.append(os.path.dirname(os.path.abspath(rclone_config)))  # outside $HOME, Apptainer would not see it
-    return _mountable(wanted)
+    return _outermost([runs, *_mountable(wanted)])
 
 
 def exec_prefix(run: Run) -> list[str]:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from dlcrun.ledger import Run
 
 BODYPARTS = ["snout", "tail"]
 
@@ -97,10 +100,9 @@ def init_snapshot(config: Path, shuffle: int = 1, epoch: int = 1, seed: int = 0)
     """Save a randomly initialised model as ``snapshot-<epoch>.pt`` of the shuffle: no download."""
     import torch
 
-    from dlcrun.inference import _loader
-    from dlcrun.training import random_init
+    from dlcrun.engines.pytorch import random_init, shuffle_loader
 
-    loader = _loader(Path(config).parent, shuffle, 0)
+    loader = shuffle_loader(Path(config).parent, shuffle, 0)
     torch.manual_seed(seed)
     return random_init(loader, loader.model_folder / f"snapshot-{epoch:03d}.pt")
 
@@ -129,16 +131,16 @@ def project_from_example(example: Path, workdir: Path, epoch: int = 5) -> Path:
     return project
 
 
-def run_demo(workdir: Path, n_videos: int = 3, console: Any = None) -> Path:
-    """Project, videos, spreadsheet -> manifest -> local array -> status; returns the run dir."""
+def run_demo(workdir: Path, n_videos: int = 3, say: Callable[[str], object] = print) -> Run:
+    """Project, videos, spreadsheet -> manifest -> a local array over it, launched; returns the
+    run, which the caller follows (``dlcrun demo`` with submit's progress display)."""
     import openpyxl
 
     from dlcrun import batch
-    from dlcrun.cli import _follow
-    from dlcrun.manifest import manifest_from_list, read_sheet, write_manifest
+    from dlcrun.manifest import write_manifest
+    from dlcrun.selection import Request, build
     from dlcrun.settings import load_settings
 
-    say = console.print if console is not None else print
     workdir = workdir.resolve()
     config = next(workdir.glob("project/*/config.yaml"), None)
     if config is None:
@@ -159,18 +161,11 @@ def run_demo(workdir: Path, n_videos: int = 3, console: Any = None) -> Path:
     book.save(sheet_path)
     say(f"sheet    {sheet_path} ({n_videos} videos)")
 
-    manifest_path = write_manifest(workdir / "manifests" / "batch.txt", manifest_from_list(read_sheet(sheet_path)))
+    manifest_path = write_manifest(workdir / "manifests" / "batch.txt", build(Request(sheet=sheet_path)).manifest())
     say(f"manifest {manifest_path}")
     settings = load_settings(
         None, project=config.parent, dest=str(workdir / "keypoints"), runs_dir=workdir / "runs", max_running=1
     )
-    run, _ = batch.start_run(manifest_path, settings)
-    sub = batch.submit(run)
+    run, _, sub = batch.launch(manifest_path, settings)
     say(f"run      {run.path} (local array {', '.join(sub.job_ids)})")
-    try:
-        _follow(run)
-    finally:
-        say(f"keypoints in {workdir / 'keypoints'}:")
-        for h5 in sorted((workdir / "keypoints").glob("*.h5")):
-            say(f"  {h5.name}")
-    return run.path
+    return run

@@ -171,14 +171,14 @@ def check_dropbox(settings: Settings, endpoint: tuple[str, int] | None, timeout:
     """
     if not any(uri and scheme_of(uri) == "dropbox" for uri in (settings.source, settings.dest)):
         return None
-    from dlcrun.storage import dropbox as backend
+    from dlcrun.storage.dropbox_auth import ENV_API_HOST, load_credentials
 
     try:
-        credentials = backend.load_credentials()
+        credentials = load_credentials()
     except ConfigError as exc:  # its message names the file or variables, never a secret
         return Check("dropbox", "fail", str(exc))
     if endpoint is None:
-        override = os.environ.get(backend.ENV_API_HOST, "")
+        override = os.environ.get(ENV_API_HOST, "")
         name, _, port_text = override.rpartition(":")
         endpoint = (name, int(port_text)) if name and port_text.isdigit() else DROPBOX_API
     host, port = endpoint

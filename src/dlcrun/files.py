@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 
-def write_json(path: Path, data: Any, mode: int | None = None) -> None:
+def write_text(path: Path, text: str, mode: int | None = None) -> None:
     """Temp file + fsync + rename: readers see the old or the new file, never a torn one.
 
     ``mode`` creates the file with those permissions from the start (0o600 for secrets), so
@@ -36,13 +36,17 @@ def write_json(path: Path, data: Any, mode: int | None = None) -> None:
         if mode is not None:
             os.fchmod(fd, mode)  # the umask cannot widen what was asked
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    """``data`` as indented JSON, written as ``write_text`` writes (atomically, ``mode`` from the start)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", mode)
 
 
 def read_json(path: Path) -> Any:

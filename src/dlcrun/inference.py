@@ -1,17 +1,19 @@
-"""The one place dlcrun touches DeepLabCut.
+"""What analysing a video means whatever DeepLabCut engine runs the model.
 
-The model is loaded through DLC's own loader and inference runner, so pre- and
-post-processing are DLC's and keypoints equal ``deeplabcut.analyze_videos``. Two things are
-done differently on purpose (see shared notes on DLC in a job array):
+The pinned model (:class:`ModelSpec`), the :class:`Analyzer` base whose ``analyze`` decodes a
+video, runs the engine's network over it and writes DLC's own files (``.h5``, ``_meta.pickle``,
+``.csv``), and the project reads both engines share. The engines themselves (PyTorch, TensorFlow)
+are in ``dlcrun.engines``, which builds on this module; this module never imports them.
+
+Things done differently from DLC on purpose (see shared notes on DLC in a job array):
 
 - config.yaml is read as a plain dict with ``project_path`` set in memory; DLC's
   ``read_config`` would rewrite the file, and hundreds of array tasks racing on that write
   (or a read-only bind in a container) break the batch.
 - the snapshot is pinned at submit time and recorded, so every index uses the same weights
   and output names do not drift while training continues.
-- the frame loop is dlcrun's (``engine.py``: a decoder thread, batches, the .h5 written in
-  chunks) around DLC's own model, pre- and post-processor, so a long video's predictions are
-  never all in RAM and the model does not wait for the decoder.
+- the frame loop is dlcrun's (the engine's ``predict``, rows written to the .h5 in chunks), so
+  a long video's predictions are never all in RAM.
 
 ``deeplabcut`` is imported lazily: it costs seconds, and ``status`` or ``manifest`` need none of it.
 """
@@ -23,6 +25,7 @@ import logging
 import os
 import pickle
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ class ModelSpec:
     bodyparts: list[str]
     net_type: str
     default_batch_size: int
-    engine: str = "pytorch"  # or "tensorflow": a DLC 2.x shuffle (legacy_tf.py)
+    engine: str = "pytorch"  # or "tensorflow": a DLC 2.x shuffle (engines/tensorflow.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,19 +89,6 @@ def project_config(project: Path) -> dict[str, Any]:
     cfg = read_config_as_dict(config)
     cfg["project_path"] = str(project)
     return cfg
-
-
-def _loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
-    from deeplabcut.pose_estimation_pytorch.data import DLCLoader
-
-    cfg = project_config(project)
-    try:
-        return DLCLoader(cfg, trainset_index=trainingsetindex, shuffle=shuffle)
-    except (FileNotFoundError, IndexError) as exc:
-        raise ConfigError(
-            f"{project}: shuffle {shuffle} / trainingsetindex {trainingsetindex} has no PyTorch model "
-            f"({exc}); create_training_dataset and train it first"
-        ) from None
 
 
 SELECTED_FILE = "dlcrun-selected.json"
@@ -158,94 +148,6 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def pin_in_image(
-    image: str,
-    project: Path,
-    shuffle: int = 1,
-    trainingsetindex: int = 0,
-    snapshot: str | None = None,
-    scratch: Path | None = None,
-) -> ModelSpec:
-    """``pin_model`` run by the image's dlcrun, for a submit host without DeepLabCut.
-
-    The image's DLC is the one every index will load the snapshot with, so pinning there also
-    names the scorer exactly as the indices' DLC does. ``dlcrun pin`` prints the spec as the
-    last line of its stdout (DLC prints its banner before it).
-    """
-    import subprocess
-
-    from dlcrun.container import image_prefix
-
-    project = Path(project).expanduser().resolve()
-    argv = image_prefix(image, [str(project)], scratch, device="cpu")
-    argv += ["dlcrun", "pin", str(project), "--shuffle", str(shuffle), "--trainingsetindex", str(trainingsetindex)]
-    if snapshot is not None:
-        argv += ["--snapshot", snapshot]
-    where = f"pinning the snapshot inside {image}"
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{where}: {exc.filename} not found") from None
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"{where}: no answer in 15 minutes") from None
-    if done.returncode != 0:
-        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
-        reason = (errors or lines or [f"exit status {done.returncode}"])[-1]
-        raise ConfigError(f"{where}: {reason}")
-    last = (done.stdout.strip().splitlines() or [""])[-1]
-    try:
-        return ModelSpec.from_dict(json.loads(last))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: unexpected answer '{last[:200]}' ({exc})") from None
-
-
-def pin_model(project: Path, shuffle: int = 1, trainingsetindex: int = 0, snapshot: str | None = None) -> ModelSpec:
-    """Resolve which snapshot a run uses, once, on the submit host."""
-    project = Path(project).expanduser().resolve()
-    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
-        from dlcrun.legacy_tf import pin_tf_model
-
-        return pin_tf_model(project, shuffle, trainingsetindex, snapshot)
-    from deeplabcut.pose_estimation_pytorch.apis import utils
-
-    loader = _loader(project, shuffle, trainingsetindex)
-    if loader.project_cfg["multianimalproject"]:
-        raise ConfigError(
-            f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
-            "use deeplabcut.analyze_videos for them"
-        )
-    if snapshot is None:
-        snapshot = selected_snapshot(loader.model_folder)
-    try:
-        if snapshot and snapshot.endswith(".pt"):
-            found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])
-        else:
-            index: int | str | None = int(snapshot) if snapshot and snapshot.lstrip("-").isdigit() else snapshot
-            index, _ = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, index, None)
-            found = utils.get_model_snapshots(index, loader.model_folder, loader.pose_task)
-    except (ValueError, IndexError) as exc:
-        found, reason = [], str(exc)
-    else:
-        reason = "no such snapshot"
-    if not found:
-        raise ConfigError(
-            f"{loader.model_folder}: snapshot '{snapshot or 'from config.yaml'}' not usable ({reason}); "
-            "train the network first (dlcrun train) or pass --snapshot"
-        )
-    snap = found[0]
-    return ModelSpec(
-        project=str(project),
-        shuffle=shuffle,
-        trainingsetindex=trainingsetindex,
-        snapshot=str(Path(snap.path).resolve()),
-        scorer=loader.scorer(snap),
-        bodyparts=list(loader.model_cfg["metadata"]["bodyparts"]),
-        net_type=str(loader.model_cfg["net_type"]),
-        default_batch_size=int(loader.project_cfg.get("batch_size", 1) or 1),
-    )
-
-
 def resolve_device(device: str) -> str:
     import torch
 
@@ -286,102 +188,43 @@ class Sampling:
 FULL = Sampling()
 
 
-def open_analyzer(
-    spec: ModelSpec,
-    batch_size: int | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    precision: str = "fp32",
-    decoder: str = "opencv",
-) -> Analyzer:
-    """The loaded model for ``spec``'s engine (PyTorch here; TensorFlow in legacy_tf.py)."""
-    if spec.engine == TENSORFLOW:
-        from dlcrun.legacy_tf import TFAnalyzer
-
-        return TFAnalyzer(spec, batch_size, device, threads, precision, decoder)
-    return Analyzer(spec, batch_size, device, threads, precision, decoder)
-
-
-class Analyzer:
+class Analyzer(ABC):
     """A loaded model; reused across the videos of one array index.
 
-    Runs DLC's own model, pre- and post-processing (from ``get_pose_inference_runner``) in
-    dlcrun's pipelined engine (see ``engine.py``) and writes DLC's files.
+    ``analyze`` is the same for every engine (decode, run, write DLC's files); an engine
+    (``dlcrun.engines``) loads its network in ``__init__`` and supplies ``predict`` (its frame
+    loop) and ``metadata`` (what its DLC writes into ``_meta.pickle``).
     """
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        batch_size: int | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        precision: str = "fp32",
-        decoder: str = "opencv",
-        channels_last: bool = True,
-    ):
-        import torch
-        from deeplabcut.pose_estimation_pytorch.apis import utils
-        from deeplabcut.pose_estimation_pytorch.task import Task
-
+    def __init__(self, spec: ModelSpec, batch_size: int | None, device: str, precision: str, decoder: str):
         from dlcrun.decoders import decoder_for
-        from dlcrun.engine import Engine
 
-        if threads:
-            torch.set_num_threads(threads)
         self.spec = spec
-        self.device = resolve_device(device)
+        self.device = device
         self.batch_size = batch_size or spec.default_batch_size
         self.precision = precision
         self.decoder = decoder_for(decoder)
-        self._loader = _loader(Path(spec.project), spec.shuffle, spec.trainingsetindex)
-        if self._loader.pose_task != Task.BOTTOM_UP:
-            raise InferenceError(
-                f"{spec.project}: a {self._loader.pose_task.value} model needs a detector; dlcrun runs bottom-up "
-                "models only (use deeplabcut.analyze_videos for this one)"
-            )
-        if self._loader.model_cfg["metadata"]["unique_bodyparts"]:
-            raise InferenceError(f"{spec.project}: unique bodyparts need a multi-animal project; not supported")
-        if not Path(spec.snapshot).is_file():
-            raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
-        self._loader.model_cfg["device"] = self.device
-        self.runner = utils.get_pose_inference_runner(
-            model_config=self._loader.model_cfg,
-            snapshot_path=spec.snapshot,
-            max_individuals=len(self._loader.model_cfg["metadata"]["individuals"]),
-            batch_size=self.batch_size,
-            device=self.device,
-        )
-        self.engine = Engine(
-            self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
-        )
 
     @property
+    @abstractmethod
     def project_cfg(self) -> dict[str, Any]:
-        return self._loader.project_cfg
+        """The project's config.yaml (as :func:`project_config` reads it)."""
 
     @property
+    @abstractmethod
     def n_individuals(self) -> int:
-        return len(self._loader.model_cfg["metadata"]["individuals"])
+        """Individuals per frame in the model's predictions (the .h5 keeps them all)."""
 
-    def _run(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
-        return self.engine.run(stream, stride, sink, progress)
+    @abstractmethod
+    def predict(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
+        """Run the network on every ``stride``-th frame of ``stream``; ``sink(frames, predictions)``
+        gets each batch in frame order, ``progress(rows)`` the count so far. Returns rows analysed."""
 
-    def _metadata(
+    @abstractmethod
+    def metadata(
         self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int
     ) -> dict[str, Any]:
-        """DLC's ``_meta.pickle`` content, as its PyTorch analyze_videos writes it."""
-        from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
-
-        return dlc_videos._generate_metadata(
-            cfg=self.project_cfg,
-            pytorch_config=self._loader.model_cfg,
-            dlc_scorer=self.spec.scorer,
-            train_fraction=self._loader.train_fraction,
-            batch_size=self.batch_size,
-            cropping=cropping,
-            runtime=(start, stop),
-            video=_MetaVideo(info),
-        )
+        """DLC's ``_meta.pickle`` content for one video, as the engine's analyze_videos writes it."""
 
     def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
         return video_stem + self.spec.scorer + sampling.suffix
@@ -402,8 +245,6 @@ class Analyzer:
         ``provenance`` (the source video's identity, the snapshot) joins the ``dlcrun`` block of
         ``_meta.pickle``, so the file itself says which video and model it came from.
         """
-        from dlcrun.engine import RateLog
-
         cfg = self.project_cfg
         cropping = [cfg["x1"], cfg["x2"], cfg["y1"], cfg["y2"]] if cfg.get("cropping", False) else None
         stream = self.decoder.open(video, tuple(cropping) if cropping else None)
@@ -421,7 +262,7 @@ class Analyzer:
         )
         start = time.time()
         try:
-            rows = self._run(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
+            rows = self.predict(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
         except InferenceError:
             raise
         except (RuntimeError, ValueError, OSError) as exc:  # torch or TF, pandas/PyTables, the decoder
@@ -438,7 +279,7 @@ class Analyzer:
                 f"{video.name}: decoded {decoded} of the {info.header_frames} frames its header claims; "
                 "the file is truncated or corrupt (re-encode or re-copy it)"
             )
-        metadata = self._metadata(info, cropping, start, stop, decoded)
+        metadata = self.metadata(info, cropping, start, stop, decoded)
         metadata["dlcrun"] = {  # beside DLC's "data", which stays exactly DLC's
             "stride": stride,
             "every": sampling.every,
@@ -462,18 +303,6 @@ class Analyzer:
             rows=rows,
             stride=stride,
         )
-
-
-class _MetaVideo:
-    """What DLC's ``_generate_metadata`` reads from a ``VideoReader``."""
-
-    def __init__(self, info: Any):
-        self.dimensions = (info.width, info.height)
-        self.fps = info.fps
-        self._frames = info.header_frames
-
-    def get_n_frames(self, robust: bool = False) -> int:
-        return self._frames
 
 
 class KeypointTable:
@@ -559,3 +388,17 @@ def count_rows(h5: Path) -> int:
             return int(storer.nrows)
     except (OSError, KeyError) as exc:
         raise InferenceError(f"{h5.name}: unreadable .h5 ({exc})") from None
+
+
+class RateLog:
+    """Logs progress at most once a minute: job logs stay short but show the task is alive."""
+
+    def __init__(self, name: str, total: int, every: float = 60.0):
+        self.name, self.total, self.every = name, total, every
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("%s: %d/%d frames, %.1f frames/s", self.name, count, self.total, count / (now - self.start))

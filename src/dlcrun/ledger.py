@@ -106,7 +106,7 @@ _SUBMISSION = TypeAdapter(Submission)
 
 
 class Run:
-    """An existing run directory."""
+    """An existing run directory (or, from ``planned``, one not written yet)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -115,6 +115,7 @@ class Run:
         self._manifest: Manifest | None = None
         self._per_task: int | None = None
         self._proposed: Settings | None = None
+        self._planned: tuple[Settings, dict[str, Any]] | None = None  # settings and model of a planned run
         # One line per damaged or surprising ledger file, by path: what status/resubmit/cancel show.
         self.warnings: dict[str, str] = {}
         self._shown: set[str] = set()
@@ -127,12 +128,7 @@ class Run:
 
     @classmethod
     def create(cls, runs_dir: Path, settings: Settings, manifest: Manifest, model: dict[str, Any], name: str) -> Run:
-        runs_dir = Path(runs_dir)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
-        path = runs_dir / f"{stamp}-{slug}"
-        if path.exists():
-            path = runs_dir / f"{stamp}-{slug}-{secrets.token_hex(2)}"
+        path = _new_path(Path(runs_dir), name)
         (path / "records").mkdir(parents=True)
         (path / "logs").mkdir()
         (path / "submissions").mkdir()
@@ -140,6 +136,23 @@ class Run:
         write_json(path / "model.json", model)
         write_json(path / "settings.json", settings.model_dump(mode="json"))
         return cls(path)
+
+    @classmethod
+    def planned(cls, runs_dir: Path, settings: Settings, manifest: Manifest, model: dict[str, Any], name: str) -> Run:
+        """The run ``create`` would make, held in memory: its would-be path, settings, model and
+        manifest, and nothing on disk. A dry run plans from it (the job script names the real
+        paths) without creating a run directory only to delete it again; it cannot be written to.
+        """
+        run = cls.__new__(cls)
+        run.path = _new_path(Path(runs_dir), name)
+        run._manifest = manifest
+        run._per_task = None
+        run._proposed = None
+        run._planned = (settings, model)
+        run.warnings = {}
+        run._shown = set()
+        run.damaged_records = {}
+        return run
 
     @classmethod
     def find(cls, run: str | Path | None, runs_dir: Path) -> Run:
@@ -180,6 +193,8 @@ class Run:
         Keys a newer dlcrun wrote are dropped with a warning; anything else wrong is a RunError."""
         if self._proposed is not None:
             return self._proposed
+        if self._planned is not None:
+            return self._planned[0]
         path = self.path / "settings.json"
         data = self._indispensable("settings.json")
         known, unknown = _known_settings(data)
@@ -237,6 +252,8 @@ class Run:
 
     @property
     def model(self) -> dict[str, Any]:
+        if self._planned is not None:
+            return self._planned[1]
         return self._indispensable("model.json")
 
     @property
@@ -375,9 +392,15 @@ class Run:
             raise RunError(f"{path}: array index {array_index} out of range 0-{self.array_size(len(lines)) - 1}")
         return group
 
-    def manifest_index(self, submission: int | None, array_index: int) -> int:
-        """The first (with videos_per_task 1, the only) manifest index of an array index."""
-        return self.manifest_indices(submission, array_index)[0]
+
+def _new_path(runs_dir: Path, name: str) -> Path:
+    """A new run's folder: ``<runs_dir>/<date>-<time>-<name>``, suffixed when that one exists."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
+    path = runs_dir / f"{stamp}-{slug}"
+    if path.exists():
+        path = runs_dir / f"{stamp}-{slug}-{secrets.token_hex(2)}"
+    return path
 
 
 def _known_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from dlcrun.errors import ManifestError
 from dlcrun.manifest import Manifest
 from dlcrun.names import normal_name
-from dlcrun.selection import Video
+from dlcrun.videos import Video
 
 DAY = "day"
 

@@ -1,242 +1,280 @@
-"""Selection sheets: one row per folder and date window, the way a lab chooses a batch.
+"""Which videos a batch is: from a list sheet, a selection sheet or a folder listing.
 
-A lab with months of 24/7 video rarely lists files. It writes down which folder (a tank, a
-camera) to analyse between which dates, and the recording software (iSpy) puts each video's
-start time in its name. This module turns such rows into videos: each folder is listed through
-the Storage seam, so a local disk and a ``dropbox:`` root behave alike, and each name is read
-through a pattern. List sheets (one video per row) pass through the same ``Video`` type so that
-``dlcrun sample`` treats both kinds alike.
+``dlcrun manifest`` and ``dlcrun sample`` ask the same question, so both call ``build`` with a
+``Request`` (the flags as the user gave them) and get a ``Selection`` back. A list sheet names
+one video per row. A lab with months of 24/7 video rarely lists files: a selection sheet says
+which folder (a tank, a camera) to analyse between which dates, and the recording software
+(iSpy) puts each video's start time in its name; each folder is listed through the Storage
+seam, so a local disk and a ``dropbox:`` root behave alike. ``--from`` lists one folder
+(``listing``). All three yield the same ``Video`` type, so ``dlcrun sample`` treats them alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from dlcrun.dates import bounds, parse_day, window
-from dlcrun.errors import ManifestError, StorageError
-from dlcrun.files import sha256_file
-from dlcrun.locations import basename, check_text, resolve_location, scheme_of, shown
-from dlcrun.manifest import TIME_COLUMNS, VIDEO_COLUMNS, Manifest, Row, Sheet, find_column, manifest_from_list
-from dlcrun.names import ISPY_PATTERN, VIDEO_EXTENSIONS, NamePattern, is_conflicted_copy, is_video, normal_name
-from dlcrun.storage import StoredObject, storage_for
-
-ROLES = ("folder", "start", "end")
-# Header names a selection sheet's columns may carry, compared after normal_name() (case, spaces, _ and -).
-ROLE_NAMES: dict[str, tuple[str, ...]] = {
-    "folder": ("folder", "subfolder", "directory", "dir", "tank", "camera", "cam", "videoset", "set"),
-    "start": ("start", "startdate", "from", "fromdate", "begin", "begindate", "firstday", "startday"),
-    "end": ("end", "enddate", "to", "todate", "until", "stop", "stopdate", "lastday", "endday"),
-}
-SheetKind = Literal["list", "selection"]
+from dlcrun.errors import InferenceError, ManifestError, StorageError
+from dlcrun.listing import FolderScan, from_folder, scan
+from dlcrun.locations import basename, check_text, resolve_location, scheme_of
+from dlcrun.names import ISPY_PATTERN, NamePattern
+from dlcrun.sheets import (
+    CAMERA_COLUMNS,
+    TIME_COLUMNS,
+    VIDEO_COLUMNS,
+    Row,
+    Sheet,
+    SheetKind,
+    cell_text,
+    find_column,
+    parse_column_map,
+    present,
+    provenance,
+    read_sheet,
+    refuse_bad_rows,
+    selection_columns,
+    sheet_kind,
+)
+from dlcrun.storage import storage_for
+from dlcrun.videos import RowResult, Selection, Video
 
 
 @dataclass(frozen=True)
-class Video:
-    """One candidate video: where it is, when it started, and what it can be grouped by.
+class Request:
+    """What the user asked for, each flag as given (None, False or empty: not given).
 
-    ``fields`` holds the sheet row's cells, the folder and the name pattern's fields (camera),
-    so sampling can stratify by any of them. ``timed_by`` is 'name', 'mtime' or 'sheet'.
+    Exactly one of ``sheet`` and ``listing`` (``--from``). ``root`` is ``--root`` and ``source``
+    the settings' root, used when ``--root`` is not given; ``name_pattern`` is ``--name-pattern``
+    as given and ``pattern`` the one in force (the settings', which include the flag). Flags are
+    kept as given so that one that means nothing for the sheet's kind is refused, not ignored.
+    ``sampling`` is set by ``dlcrun sample``: it draws by start time, so a list sheet's videos
+    are timed by their names too and ``--name-pattern`` applies to list sheets.
     """
 
-    uri: str
-    start: dt.datetime | None
-    row: int
-    size: int | None = None
-    duration: float | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
-    timed_by: str = "name"
-    before_window: bool = False
+    sheet: Path | None = None
+    listing: str | None = None
+    worksheet: str | None = None
+    column: str | None = None
+    columns: str | None = None
+    root: str | None = None
+    source: str = ""
+    since: str | None = None
+    until: str | None = None
+    cameras: tuple[str, ...] = ()
+    time_column: str | None = None
+    name_pattern: str | None = None
+    pattern: str = ISPY_PATTERN
+    overlap: bool = False
+    mtime_fallback: bool = False
+    probe: bool = False
+    dates: str = "modified"
+    recursive: bool = False
+    dayfirst: bool = False
+    sampling: bool = False
 
 
-@dataclass
-class RowResult:
-    """A selection row after listing: its window and the videos it selected, in start order."""
+def build(request: Request) -> Selection:
+    """The videos a request names, checked before anything is written; every error is one line.
 
-    number: int
-    folder: str
-    start: dt.datetime
-    end: dt.datetime
-    videos: list[Video]
-
-    @property
-    def bytes(self) -> int:
-        return sum(v.size or 0 for v in self.videos)
-
-
-@dataclass
-class Selection:
-    """The videos a sheet names, deduplicated, in sheet order; plus what the user should hear."""
-
-    kind: SheetKind
-    videos: list[Video]
-    header: list[str]
-    rows: list[RowResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def manifest(self) -> Manifest:
-        return Manifest(entries=[v.uri for v in self.videos], header=list(self.header))
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(v.size or 0 for v in self.videos)
-
-    @property
-    def known_hours(self) -> tuple[float, int]:
-        """Hours of video over the videos whose duration is known, and how many those are."""
-        known = [v.duration for v in self.videos if v.duration is not None]
-        return sum(known) / 3600, len(known)
-
-
-# --- file names -------------------------------------------------------------------------------
-
-
-# --- dates ------------------------------------------------------------------------------------
-
-
-# --- which kind of sheet ----------------------------------------------------------------------
-
-
-def parse_column_map(text: str | None) -> dict[str, str]:
-    """``folder=Tank,start=From,end=To`` -> {'folder': 'Tank', ...}; any subset of the three."""
-    if not text:
-        return {}
-    out: dict[str, str] = {}
-    for item in text.split(","):
-        role, sep, name = item.partition("=")
-        role, name = role.strip().lower(), name.strip()
-        if not sep or role not in ROLES or not name:
-            raise ManifestError(f"--columns: '{item.strip()}' is not ROLE=COLUMN with ROLE one of {', '.join(ROLES)}")
-        out[role] = name
-    return out
-
-
-def selection_columns(sheet: Sheet, given: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """The sheet's folder, start and end columns; None when any is missing and none was given."""
-    by_normal = {normal_name(c): c for c in sheet.columns}
-    found: dict[str, str] = {}
-    for role in ROLES:
-        if given and role in given:
-            column = by_normal.get(normal_name(given[role]))
-            if column is None:
-                listed = ", ".join(sheet.columns)
-                raise ManifestError(f"{sheet.path}: --columns {role}={given[role]}: no such column (columns: {listed})")
-            found[role] = column
-            continue
-        column = next((by_normal[n] for n in ROLE_NAMES[role] if n in by_normal), None)
-        if column is None:
-            if given:
-                raise ManifestError(
-                    f"{sheet.path}: no {role} column (looked for {', '.join(ROLE_NAMES[role])}); "
-                    f"name it with --columns {role}=COLUMN"
-                )
-            return None
-        found[role] = column
-    return found
-
-
-def sheet_kind(sheet: Sheet, column: str | None = None, columns: Mapping[str, str] | None = None) -> SheetKind:
-    """'list' when the sheet has a video/path column, 'selection' when it has folder+start+end.
-
-    A video column wins (a list may well carry start and end times); ``--columns`` forces a
-    selection and ``--column`` a list.
+    The sheet's columns decide its kind (``sheets.sheet_kind``); a flag that means nothing for
+    that kind, or for a listing, is refused: a --since that silently did not filter would be a
+    batch of the wrong videos.
     """
-    if columns:
-        return "selection"
-    if column is not None or find_column(sheet, None, VIDEO_COLUMNS, "video") is not None:
-        return "list"
-    if selection_columns(sheet) is not None:
-        return "selection"
-    raise ManifestError(
-        f"{sheet.path}: neither a list of videos (a column named {', '.join(VIDEO_COLUMNS[:3])}, ...) nor a "
-        f"selection (folder, start and end columns); columns: {', '.join(sheet.columns) or 'none'}. "
-        "Name them with --column or --columns folder=...,start=...,end=..."
+    r = request
+    if (r.sheet is None) == (r.listing is None):
+        raise ManifestError("give a spreadsheet or --from FOLDER (one of them)")
+    if r.listing is not None:
+        _refuse_sheet_flags(r)
+        return from_folder(
+            r.listing,
+            recursive=r.recursive,
+            since=r.since,
+            until=r.until,
+            dates=r.dates,
+            pattern=r.pattern,
+            dayfirst=r.dayfirst,
+        )
+    assert r.sheet is not None
+    sheet = read_sheet(r.sheet, r.worksheet)
+    column_map = parse_column_map(r.columns)
+    kind = sheet_kind(sheet, r.column, column_map)
+    _refuse_other_kinds_flags(kind, sheet, r)
+    root = r.root if r.root is not None else r.source
+    if kind == "list":
+        return from_list(
+            sheet,
+            column=r.column,
+            root=root,
+            since=r.since,
+            until=r.until,
+            cameras=r.cameras,
+            time_column=r.time_column,
+            pattern=r.pattern,
+            dayfirst=r.dayfirst,
+        )
+    return select(
+        sheet,
+        root=root,
+        columns=column_map,
+        pattern=r.pattern,
+        dayfirst=r.dayfirst,
+        overlap=r.overlap,
+        mtime_fallback=r.mtime_fallback,
+        probe=r.probe,
     )
 
 
-def check_options(kind: SheetKind, sheet: Sheet, **given: Any) -> None:
-    """Refuse options that mean nothing for this kind of sheet rather than silently ignore them."""
-    for option, value in given.items():
-        if value not in (None, False, (), [], {}):
-            flag = "--" + option.replace("_", "-")
-            other = "selection (folder, start, end)" if kind == "selection" else "list (one video per row)"
+def _refuse_sheet_flags(r: Request) -> None:
+    sheet_only = {
+        "--column": r.column,
+        "--root": r.root,
+        "--camera": r.cameras,
+        "--time-column": r.time_column,
+        "--columns": r.columns,
+        "--overlap": r.overlap,
+        "--mtime-fallback": r.mtime_fallback,
+        "--probe": r.probe,
+        "--sheet": r.worksheet,
+    }
+    if given := [flag for flag, value in sheet_only.items() if value]:
+        raise ManifestError(f"{', '.join(given)}: for spreadsheets, not --from")
+
+
+def _refuse_other_kinds_flags(kind: SheetKind, sheet: Sheet, r: Request) -> None:
+    """The first flag given that this kind of sheet does not use, in one line naming the sheet."""
+    dates = None if r.dates == "modified" else r.dates
+    if kind == "list":
+        flags = {
+            "--name-pattern": None if r.sampling else r.name_pattern,
+            "--overlap": r.overlap,
+            "--mtime-fallback": r.mtime_fallback,
+            "--probe": r.probe,
+            "--dates": dates,
+            "--recursive": r.recursive,
+        }
+        other = "list (one video per row)"
+    else:
+        flags = {
+            "--column": r.column,
+            "--since": r.since,
+            "--until": r.until,
+            "--camera": r.cameras,
+            "--time-column": r.time_column,
+            "--dates": dates,
+            "--recursive": r.recursive,
+        }
+        other = "selection (folder, start, end)"
+    for flag, value in flags.items():
+        if value not in (None, False, ()):
             raise ManifestError(f"{sheet.path}: {flag} does not apply: this sheet is a {other}")
 
 
+# --- list sheets ------------------------------------------------------------------------------
+
+
+def from_list(
+    sheet: Sheet,
+    *,
+    column: str | None = None,
+    root: str = "",
+    since: str | None = None,
+    until: str | None = None,
+    cameras: Sequence[str] = (),
+    time_column: str | None = None,
+    pattern: str = ISPY_PATTERN,
+    dayfirst: bool = False,
+) -> Selection:
+    """A sheet that lists videos, one per row, as Videos in sheet order; every bad row is named.
+
+    ``since``/``until`` keep rows by the sheet's date column, ``cameras`` by its camera column.
+    A video's start time is its row's date where there is one, else the one ``pattern`` reads
+    from its name (what ``dlcrun sample`` draws by); a video with neither has none.
+    """
+    video_col = find_column(sheet, column, VIDEO_COLUMNS, "video")
+    if video_col is None:
+        raise ManifestError(
+            f"{sheet.path}: no video column (looked for {', '.join(VIDEO_COLUMNS)}); name it with --column"
+        )
+    filtering_time = since is not None or until is not None
+    when_col = find_column(sheet, time_column, TIME_COLUMNS, "time")
+    if filtering_time and when_col is None:
+        raise ManifestError(f"{sheet.path}: --since/--until need a date column ({', '.join(TIME_COLUMNS)})")
+    cam_col = find_column(sheet, None, CAMERA_COLUMNS, "camera")
+    if cameras and cam_col is None:
+        raise ManifestError(f"{sheet.path}: --camera needs a camera column ({', '.join(CAMERA_COLUMNS)})")
+    lo, hi = bounds(since, until, dayfirst, flags=("--since", "--until"))
+    wanted_cams = {c.lower() for c in cameras}
+    name_pattern = NamePattern.compile(pattern)
+
+    base = root or str(sheet.path.resolve().parent)
+    errors: list[str] = []
+    first_seen: dict[str, int] = {}
+    videos: list[Video] = []
+    for row in sheet.rows:
+        cell = row.cells.get(video_col)
+        if not present(cell):
+            errors.append(f"row {row.number}: '{video_col}' is empty")
+            continue
+        text = str(cell).strip()
+        try:
+            check_text(text, f"'{video_col}'")
+        except ManifestError as exc:
+            errors.append(f"row {row.number}: {exc}")
+            continue
+        try:
+            location = resolve_location(text, base)
+        except ManifestError as exc:
+            errors.append(f"row {row.number}: '{video_col}' {exc}")
+            continue
+        if location in first_seen:  # after normalising: /w/A/../B/x.mp4 is /w/B/x.mp4
+            errors.append(f"row {row.number}: duplicate of row {first_seen[location]} ({text})")
+            continue
+        first_seen[location] = row.number
+        when = None
+        if when_col is not None and (filtering_time or present(row.cells.get(when_col))):
+            raw = row.cells.get(when_col)
+            if not present(raw):
+                errors.append(f"row {row.number}: '{when_col}' is empty")
+                continue
+            try:
+                when = parse_day(raw, dayfirst)
+            except ValueError as exc:
+                errors.append(f"row {row.number}: '{when_col}' {exc}")
+                continue
+            if (lo is not None and when < lo) or (hi is not None and when > hi):
+                continue
+        if wanted_cams and str(row.cells.get(cam_col, "")).strip().lower() not in wanted_cams:
+            continue
+        videos.append(_listed_video(location, row, when, name_pattern))
+    refuse_bad_rows(sheet.path, errors)
+    if not videos:
+        raise ManifestError(f"{sheet.path}: no video left after the filters")
+    filters = [f"since={since}"] * bool(since) + [f"until={until}"] * bool(until)
+    filters += [f"camera={','.join(cameras)}"] * bool(cameras)
+    header = [
+        provenance(sheet.path),
+        f"column: {video_col}" + (f"; filters: {' '.join(filters)}" if filters else ""),
+    ]
+    return Selection(kind="list", videos=videos, header=header, sheet_rows=len(sheet.rows))
+
+
+def _listed_video(location: str, row: Row, when: dt.datetime | None, pattern: NamePattern) -> Video:
+    """A list sheet's row as a Video: timed by the sheet's date, else by its name; fields for --per."""
+    hit = pattern.match(basename(location))
+    start, timed_by = (hit[0], "name") if hit else (None, "")
+    if when is not None:
+        start, timed_by = when, "sheet"
+    parent = location.rstrip("/").rsplit("/", 1)[0] if "/" in location else ""
+    cells = {c: cell_text(v) for c, v in row.cells.items()}
+    fields = {**(hit[1] if hit else {}), "folder": basename(parent) if parent else "", **cells}
+    return Video(uri=location, start=start, row=row.number, fields=fields, timed_by=timed_by)
+
+
 # --- selection sheets -------------------------------------------------------------------------
-
-
-def _cell_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # a tank numbered 3 comes back from Excel as 3.0
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ")
-    return "" if value is None else str(value).strip()
-
-
-def _present(value: Any) -> bool:
-    return value is not None and str(value).strip() != ""
-
-
-@dataclass
-class _Folder:
-    """One listed folder: dated videos in start order, and what was set aside."""
-
-    videos: list[tuple[dt.datetime, StoredObject, dict[str, str], str]]
-    unmatched: list[str]
-    conflicted: list[str]
-    unsafe: list[str] = field(default_factory=list)
-
-
-def _videos_only(
-    objects: Iterable[StoredObject], conflicted: list[str], unsafe: list[str]
-) -> Iterator[tuple[StoredObject, str]]:
-    """Video files of a listing with their names; Dropbox conflicted copies go to ``conflicted``,
-    and locations holding a control character (a newline would split a manifest line) to ``unsafe``."""
-    for obj in objects:
-        name = basename(obj.uri)
-        if not is_video(name):
-            continue
-        if _has_control(obj.uri):
-            unsafe.append(f"'{shown(obj.uri)}'")
-            continue
-        if is_conflicted_copy(name):
-            conflicted.append(name)
-            continue
-        yield obj, name
-
-
-def _has_control(text: str) -> bool:
-    return shown(text) != text
-
-
-def _unsafe_warning(source: str, unsafe: Sequence[str]) -> str:
-    return (
-        f"{source}: skipped {len(unsafe)} video(s) whose names hold a control character (a newline, a tab); "
-        f"rename them to include them: {_listing(list(unsafe), 3)}"
-    )
-
-
-def _scan(objects: Iterable[StoredObject], pattern: NamePattern, mtime_fallback: bool) -> _Folder:
-    videos, unmatched, conflicted, unsafe = [], [], [], []
-    for obj, name in _videos_only(objects, conflicted, unsafe):
-        hit = pattern.match(name)
-        if hit is not None:
-            videos.append((hit[0], obj, hit[1], "name"))
-        elif mtime_fallback and obj.mtime is not None:
-            videos.append((dt.datetime.fromtimestamp(obj.mtime), obj, {}, "mtime"))
-        else:
-            unmatched.append(name)
-    videos.sort(key=lambda v: (v[0], v[1].uri))
-    return _Folder(videos, unmatched, conflicted, unsafe)
-
-
-def _listing(names: Sequence[str], limit: int = 10) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def select(
@@ -268,65 +306,25 @@ def select(
     errors: list[str] = []
     windows: list[tuple[Row, str, str, dt.datetime, dt.datetime]] = []
     for row in sheet.rows:
-        problems = []
-        folder = _cell_text(row.cells.get(cols["folder"]))
-        if not folder:
-            problems.append(f"'{cols['folder']}' is empty")
-        try:
-            check_text(folder, f"'{cols['folder']}'")
-        except ManifestError as exc:
-            problems.append(str(exc))
-        when = {}
-        for role in ("start", "end"):
-            raw = row.cells.get(cols[role])
-            if not _present(raw):
-                problems.append(f"'{cols[role]}' is empty")
-                continue
-            try:
-                when[role] = parse_day(raw, dayfirst)
-            except ValueError as exc:
-                problems.append(f"'{cols[role]}' {exc}")
-        if len(when) == 2:
-            lo, hi = window(when["start"], when["end"])
-            if hi < lo:
-                problems.append(f"end {when['end']:%Y-%m-%d} is before start {when['start']:%Y-%m-%d}")
-        if not problems:
-            try:
-                uri = resolve_location(folder, base)
-            except ManifestError as exc:
-                problems.append(f"'{cols['folder']}' {exc}")
+        problems, found = _row_window(row, cols, base, dayfirst)
         if problems:
             errors.append(f"row {row.number}: {'; '.join(problems)}")
-            continue
-        windows.append((row, folder, uri, lo, hi))
+        elif found is not None:
+            windows.append((row, *found))
 
-    folders: dict[str, _Folder] = {}
+    folders: dict[str, FolderScan] = {}
     if not errors:  # list nothing until every row reads: a typo in row 40 should not cost a slow listing first
         for row, folder, uri, _, _ in windows:
             if uri in folders:
                 continue
             try:
-                folders[uri] = _scan(storage_for(uri).list(uri), name_pattern, mtime_fallback)
+                folders[uri] = scan(storage_for(uri).list(uri), name_pattern, mtime_fallback)
             except StorageError as exc:
                 errors.append(f"row {row.number}: folder '{folder}': {exc}")
-                folders[uri] = _Folder([], [], [])
-    if errors:
-        shown = "; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
-        raise ManifestError(f"{sheet.path}: {shown}")
+                folders[uri] = FolderScan([], [], [])
+    refuse_bad_rows(sheet.path, errors)
 
-    warnings: list[str] = []
-    for uri, found in folders.items():
-        if found.unmatched:
-            warnings.append(
-                f"{uri}: {len(found.unmatched)} video name(s) do not match '{pattern}' and were left out: "
-                f"{_listing(found.unmatched)} (--name-pattern to fit them, --mtime-fallback to use file times)"
-            )
-        if found.conflicted:
-            some = _listing(found.conflicted, 3)
-            warnings.append(f"{uri}: skipped {len(found.conflicted)} Dropbox conflicted copies: {some}")
-        if found.unsafe:
-            warnings.append(_unsafe_warning(uri, found.unsafe))
-
+    warnings = [line for uri, found in folders.items() for line in found.warnings(uri, pattern)]
     results: list[RowResult] = []
     chosen: dict[str, int] = {}
     videos: list[Video] = []
@@ -335,7 +333,7 @@ def select(
         picked = [v for v in listed if lo <= v[0] <= hi]
         before = [v for v in listed if v[0] < lo]
         extra = [before[-1]] if overlap and before else []
-        cells = {c: _cell_text(v) for c, v in row.cells.items()}
+        cells = {c: cell_text(v) for c, v in row.cells.items()}
         row_videos = [
             Video(
                 uri=obj.uri,
@@ -375,15 +373,48 @@ def select(
 
     flags = " overlap" * overlap + " mtime-fallback" * mtime_fallback
     header = [
-        _sheet_line(sheet),
+        provenance(sheet.path),
         f"selection: root={base} name_pattern={pattern}{flags}",
         *(_row_line(r) for r in results),
     ]
-    return Selection(kind="selection", videos=videos, header=header, rows=results, warnings=warnings)
+    return Selection(
+        kind="selection", videos=videos, header=header, rows=results, warnings=warnings, sheet_rows=len(sheet.rows)
+    )
 
 
-def _sheet_line(sheet: Sheet) -> str:
-    return f"sheet: {sheet.path.resolve()} (sha256 {sha256_file(sheet.path)[:16]})"
+def _row_window(
+    row: Row, cols: Mapping[str, str], base: str, dayfirst: bool
+) -> tuple[list[str], tuple[str, str, dt.datetime, dt.datetime] | None]:
+    """A selection row's problems, or its (folder cell, folder location, window start, end)."""
+    problems = []
+    folder = cell_text(row.cells.get(cols["folder"]))
+    if not folder:
+        problems.append(f"'{cols['folder']}' is empty")
+    try:
+        check_text(folder, f"'{cols['folder']}'")
+    except ManifestError as exc:
+        problems.append(str(exc))
+    when = {}
+    for role in ("start", "end"):
+        raw = row.cells.get(cols[role])
+        if not present(raw):
+            problems.append(f"'{cols[role]}' is empty")
+            continue
+        try:
+            when[role] = parse_day(raw, dayfirst)
+        except ValueError as exc:
+            problems.append(f"'{cols[role]}' {exc}")
+    if len(when) == 2:
+        lo, hi = window(when["start"], when["end"])
+        if hi < lo:
+            problems.append(f"end {when['end']:%Y-%m-%d} is before start {when['start']:%Y-%m-%d}")
+    if problems:
+        return problems, None
+    try:
+        uri = resolve_location(folder, base)
+    except ManifestError as exc:
+        return [f"'{cols['folder']}' {exc}"], None
+    return [], (folder, uri, lo, hi)
 
 
 def _row_line(r: RowResult) -> str:
@@ -399,182 +430,35 @@ def _row_line(r: RowResult) -> str:
     return line
 
 
-def probe_durations(uris: Iterable[str]) -> dict[str, float | None]:
+def probe_durations(uris: Iterable[str], decoder: str = "opencv") -> dict[str, float | None]:
     """Seconds of video per location, read from the container header; None where unknown.
 
     Opt-in (``--probe``): opening every file costs milliseconds each on a shared filesystem, and
-    a remote video would have to be downloaded first, so only local files are read.
+    a remote video would have to be downloaded first, so only local files are read. The files
+    are opened through the decoder seam, as the array indices open them.
     """
-    import cv2
-
+    from dlcrun.decoders import decoder_for
     from dlcrun.storage.local import to_path
 
     # An unreadable file is an unknown duration in the summary, not a screenful of FFmpeg errors.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    opener = decoder_for(decoder)
     out: dict[str, float | None] = {}
     for uri in uris:
         out[uri] = None
         if scheme_of(uri) != "file":
             continue
-        cap = cv2.VideoCapture(str(to_path(uri)))
         try:
-            frames, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+            stream = opener.open(to_path(uri))
+        except InferenceError:
+            continue
+        try:
+            frames, fps = stream.info.header_frames, stream.info.fps
         finally:
-            cap.release()
+            stream.close()
         if frames > 0 and fps > 0:
             out[uri] = frames / fps
     return out
 
 
-# --- folder listings --------------------------------------------------------------------------
-
-
-def from_listing(
-    objects: Iterable[StoredObject],
-    *,
-    source: str,
-    since: str | None = None,
-    until: str | None = None,
-    dates: str = "modified",
-    pattern: str = ISPY_PATTERN,
-    dayfirst: bool = False,
-) -> Selection:
-    """The videos of a folder listing (any storage backend), in name order, optionally in a window.
-
-    ``dates`` says what ``since``/``until`` compare with: ``modified``, the storage's own time
-    (Dropbox's server_modified, a file's mtime), read in this machine's time zone; or ``name``,
-    the start time that ``pattern`` reads from the file name. Dropbox conflicted copies are left
-    out with a warning, and with a window every video must have a time, or the listing fails
-    naming the ones without.
-    """
-    if dates not in ("modified", "name"):
-        raise ManifestError(f"--dates: '{dates}' is not one of modified, name")
-    lo, hi = bounds(since, until, dayfirst, flags=("--since", "--until"))
-    name_pattern = NamePattern.compile(pattern)
-    videos, undated, conflicted, unsafe, seen = [], [], [], [], 0
-    for obj, name in _videos_only(objects, conflicted, unsafe):
-        seen += 1
-        hit = name_pattern.match(name)
-        if dates == "name":
-            start = hit[0] if hit else None
-        else:
-            start = dt.datetime.fromtimestamp(obj.mtime) if obj.mtime is not None else None
-        if start is None and (lo or hi):
-            undated.append(name)
-            continue
-        if start is not None and ((lo and start < lo) or (hi and start > hi)):
-            continue
-        parent = obj.uri.rstrip("/").rsplit("/", 1)[0]
-        fields = {**(hit[1] if hit else {}), "folder": basename(parent)}
-        timed_by = "name" if dates == "name" else "mtime"
-        videos.append(Video(uri=obj.uri, start=start, row=0, size=obj.size, fields=fields, timed_by=timed_by))
-    if undated:
-        hint = f"; they do not match --name-pattern '{pattern}'" if dates == "name" else ""
-        raise ManifestError(f"{source}: no start time for {_listing(undated, 3)}{hint}")
-    if not videos:
-        what = f"{seen} videos, none in the date range" if seen else f"no videos ({', '.join(VIDEO_EXTENSIONS)})"
-        if unsafe:
-            what += f"; {len(unsafe)} skipped for a control character in their names: {_listing(unsafe, 3)}"
-        raise ManifestError(f"{source}: {what}")
-    warnings = [_unsafe_warning(source, unsafe)] if unsafe else []
-    if conflicted:
-        warnings.append(f"{source}: skipped {len(conflicted)} Dropbox conflicted copies: {_listing(conflicted, 3)}")
-    window_text = f" since={since}" * bool(since) + f" until={until}" * bool(until)
-    by = f" by {dates}" + (f" name_pattern={pattern}" if dates == "name" else "") if window_text else ""
-    header = [f"listing: {source}{window_text}{by}"]
-    videos.sort(key=lambda v: v.uri)
-    return Selection(kind="list", videos=videos, header=header, warnings=warnings)
-
-
-def from_folder(location: str, *, recursive: bool = False, **options: Any) -> Selection:
-    """List a folder (a path, relative to here, or a URI such as dropbox:/Videos) into a Selection."""
-    folder = resolve_location(location, os.getcwd())
-    listing = storage_for(folder).list(folder, recursive=recursive)
-    found = from_listing(listing, source=folder, **options)
-    if recursive:
-        found.header[0] += " recursive"
-    return found
-
-
-# --- list sheets, as Videos -------------------------------------------------------------------
-
-
-def from_list(
-    sheet: Sheet,
-    *,
-    column: str | None = None,
-    root: str = "",
-    time_column: str | None = None,
-    pattern: str = ISPY_PATTERN,
-    dayfirst: bool = False,
-) -> Selection:
-    """A list sheet's rows as Videos: validated by manifest_from_list, timed by the sheet or the name.
-
-    The start time comes from the sheet's date column where the row has one, else from the file
-    name through ``pattern``; a video with neither has no start time.
-    """
-    listed = manifest_from_list(sheet, column=column, root=root, time_column=time_column, dayfirst=dayfirst)
-    when_col = find_column(sheet, time_column, TIME_COLUMNS, "time")
-    name_pattern = NamePattern.compile(pattern)
-    videos = []
-    # Without filters manifest_from_list keeps every row or raises, so entries line up with rows.
-    for uri, row in zip(listed.entries, sheet.rows, strict=True):
-        cells = {c: _cell_text(v) for c, v in row.cells.items()}
-        hit = name_pattern.match(basename(uri))
-        named = hit[1] if hit else {}
-        start, timed_by = (hit[0], "name") if hit else (None, "")
-        if when_col is not None and _present(row.cells.get(when_col)):
-            start, timed_by = parse_day(row.cells[when_col], dayfirst), "sheet"
-        parent = uri.rstrip("/").rsplit("/", 1)[0] if "/" in uri else ""
-        fields = {**named, "folder": basename(parent) if parent else "", **cells}
-        videos.append(Video(uri=uri, start=start, row=row.number, fields=fields, timed_by=timed_by))
-    return Selection(kind="list", videos=videos, header=list(listed.header))
-
-
-def gather(
-    sheet: Sheet,
-    *,
-    root: str = "",
-    column: str | None = None,
-    columns: Mapping[str, str] | None = None,
-    time_column: str | None = None,
-    pattern: str = ISPY_PATTERN,
-    dayfirst: bool = False,
-    overlap: bool = False,
-    mtime_fallback: bool = False,
-) -> Selection:
-    """Either kind of sheet as Videos (what ``dlcrun sample`` draws from)."""
-    kind = sheet_kind(sheet, column, columns)
-    if kind == "selection":
-        check_options(kind, sheet, column=column, time_column=time_column)
-        return select(
-            sheet,
-            root=root,
-            columns=columns,
-            pattern=pattern,
-            dayfirst=dayfirst,
-            overlap=overlap,
-            mtime_fallback=mtime_fallback,
-        )
-    check_options(kind, sheet, overlap=overlap, mtime_fallback=mtime_fallback)
-    return from_list(sheet, column=column, root=root, time_column=time_column, pattern=pattern, dayfirst=dayfirst)
-
-
-__all__ = [
-    "RowResult",
-    "Selection",
-    "Video",
-    "bounds",
-    "check_options",
-    "from_folder",
-    "from_list",
-    "from_listing",
-    "gather",
-    "parse_column_map",
-    "parse_day",
-    "probe_durations",
-    "select",
-    "selection_columns",
-    "sheet_kind",
-    "window",
-]
+__all__ = ["Request", "build", "from_list", "probe_durations", "select"]

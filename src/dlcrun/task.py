@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dlcrun.engines import open_analyzer
 from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError, one_line
 from dlcrun.files import part_uri, sha256_file
-from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, open_analyzer, quiet_environment
+from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
 from dlcrun.locations import basename, join, output_folders
-from dlcrun.runtime import Interrupted, job_id_from_environment
+from dlcrun.runtime import Interrupted, job_id_from_environment, sigterm_unwinds
 from dlcrun.settings import default_scratch
 from dlcrun.storage import StoredObject, storage_for
 
@@ -62,6 +63,26 @@ class Plan:
         prefix = self.stem + self.spec.scorer + self.sampling.suffix
         names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + [f"{prefix}.h5"]
         self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
+
+
+def run_task(run: Run, index: int | None, submission: int | None, array_index: int | None) -> list[Record]:
+    """What ``dlcrun task`` runs: manifest line ``index`` (``--index``), or the lines array index
+    ``array_index`` of ``submission`` processes (a split array's offset already added).
+
+    SIGTERM (a time limit, a preemption, a cancel) unwinds through every cleanup and raises
+    Interrupted naming the indices, once their records say 'interrupted'.
+    """
+    if index is not None:
+        indices = [index]
+    elif array_index is None:
+        raise DlcrunError("task needs --index, or --submission with --array-index")
+    else:
+        indices = run.manifest_indices(submission, array_index)
+    try:
+        with sigterm_unwinds():
+            return run_indices(run, indices, submission=None if index is not None else submission)
+    except Interrupted as exc:
+        raise Interrupted(f"indices {', '.join(map(str, indices))}: {exc}") from None
 
 
 def run_index(run: Run, index: int, analyzer: Analyzer | None = None, submission: int | None = None) -> Record:

@@ -5,9 +5,9 @@
 new snapshot. The job runs ``dlcrun train-task --workdir <dir>``, which calls :func:`train`.
 
 Nothing is downloaded. DLC's ``train_network`` fetches ImageNet backbone weights unless it is
-given a snapshot to start from, so :func:`train` always gives it one: the newest snapshot of the
-shuffle (training continues), weights the user names, or, when there are none, a randomly
-initialised network saved into the training directory.
+given a snapshot to start from, so the shuffle's engine (``dlcrun.engines``) always gives it
+one: the newest snapshot of the shuffle (training continues), weights the user names, or, when
+there are none, a randomly initialised network saved into the training directory.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -25,8 +24,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dlcrun.container import image_prefix
+from dlcrun.engines import engine_of
 from dlcrun.errors import ConfigError, DlcrunError, one_line
 from dlcrun.files import read_json, write_json
+from dlcrun.inference import SELECTED_FILE, quiet_environment
 from dlcrun.ledger import now
 from dlcrun.schedulers import scheduler_for
 from dlcrun.settings import Settings
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 REQUEST = "train.json"
 RESULT = "result.json"
-_SNAPSHOT = re.compile(r"snapshot-(\d+)\.pt$")
 
 
 @dataclass
@@ -184,53 +184,14 @@ def train(
     """Train ``shuffle`` of ``project`` with DeepLabCut and return the newest snapshot.
 
     Starts from ``weights``, else the shuffle's newest snapshot, else random weights saved in
-    ``workdir`` (never ImageNet weights: they would be downloaded). A TensorFlow-engine (DLC 2.x)
-    shuffle is trained by ``legacy_tf.train_tf`` the same way.
+    ``workdir`` (never ImageNet weights: they would be downloaded), by the shuffle's engine.
     """
-    from dlcrun.inference import TENSORFLOW, _loader, quiet_environment, resolve_device, shuffle_engine
-
     project = Path(project).resolve()
     quiet_environment(Path(workdir) if workdir is not None else None)
-    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
-        from dlcrun.legacy_tf import train_tf
-
-        return train_tf(
-            project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations, abort
-        )
-
-    if iterations is not None:
-        raise ConfigError("--iterations is for TensorFlow-engine (DLC 2.x) shuffles; PyTorch ones train by --epochs")
-    import deeplabcut
-    from deeplabcut.pose_estimation_pytorch.task import Task
-
-    loader = _loader(project, shuffle, trainingsetindex)
-    if Task(loader.model_cfg.get("method", "bu")) != Task.BOTTOM_UP:
-        raise ConfigError(
-            f"{loader.model_folder}: top-down models also train a detector, which would need downloaded "
-            "weights; dlcrun trains bottom-up models"
-        )
-    start = weights or latest_snapshot(loader.model_folder)
-    if start is None:
-        if workdir is None:
-            raise ConfigError(f"{loader.model_folder}: no snapshot to start from; pass weights or a workdir")
-        start = random_init(loader, Path(workdir) / "init.pt")
-        log.info("no snapshot to start from: random initial weights in %s", start)
-    else:
-        log.info("starting from %s", start)
-    before = time.time()
-    deeplabcut.train_network(
-        str(project / "config.yaml"),
-        shuffle=shuffle,
-        trainingsetindex=trainingsetindex,
-        device=resolve_device(device),
-        snapshot_path=str(start),
-        epochs=epochs,
-        batch_size=batch_size,
+    engine = engine_of(project, shuffle, trainingsetindex)
+    return engine.train(
+        project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations, abort
     )
-    written = [p for p in loader.model_folder.glob("snapshot-*.pt") if p.stat().st_mtime >= before - 1]
-    if not written:
-        raise DlcrunError(f"{loader.model_folder}: training ended without writing a snapshot (epochs 0?)")
-    return max(written, key=lambda p: p.stat().st_mtime)
 
 
 def evaluate_and_select(
@@ -242,30 +203,13 @@ def evaluate_and_select(
     snapshots, which ``submit`` uses when no --snapshot is given: later batches get the best
     network without anyone editing config.yaml's positional ``snapshotindex``.
     """
-    from dlcrun.inference import SELECTED_FILE, TENSORFLOW, _loader, project_config, resolve_device, shuffle_engine
     from dlcrun.project import list_models
 
     project = Path(project)
-    if shuffle_engine(project, shuffle, trainingsetindex) == TENSORFLOW:
-        from dlcrun import legacy_tf
-
-        legacy_tf.evaluate(project, shuffle, trainingsetindex, snapshot)
-        cfg = project_config(project)
-        fraction = cfg["TrainingFraction"][trainingsetindex]
-        model_folder = legacy_tf.model_folder(project, cfg, shuffle, trainingsetindex) / "train"
-    else:
-        import deeplabcut
-
-        loader = _loader(project, shuffle, trainingsetindex)
-        fraction, model_folder = loader.train_fraction, loader.model_folder
-        deeplabcut.evaluate_network(
-            str(project / "config.yaml"),
-            shuffles=[shuffle],
-            trainingsetindex=trainingsetindex,
-            snapshots_to_evaluate=[snapshot.stem],
-            device=resolve_device(device),
-            show_errors=False,
-        )
+    folder = engine_of(project, shuffle, trainingsetindex).evaluate(
+        project, shuffle, trainingsetindex, snapshot, device
+    )
+    fraction, model_folder = folder.train_fraction, folder.snapshots
     scored = [
         m
         for m in list_models(project)
@@ -284,22 +228,3 @@ def evaluate_and_select(
     write_json(model_folder / SELECTED_FILE, choice)
     log.info("selected %s (test RMSE %.2f px) for later batches", best.snapshot, best.test_rmse)
     return choice
-
-
-def latest_snapshot(model_folder: Path) -> Path | None:
-    """The regular snapshot with the most epochs (``snapshot-best-*`` may be older)."""
-    found = [(int(m.group(1)), p) for p in model_folder.glob("snapshot-*.pt") if (m := _SNAPSHOT.search(p.name))]
-    return max(found)[1] if found else None
-
-
-def random_init(loader: Any, path: Path) -> Path:
-    """A randomly initialised network of the shuffle's architecture, saved as a DLC snapshot."""
-    import torch
-    from deeplabcut.core.config import read_config_as_dict
-    from deeplabcut.pose_estimation_pytorch.models import PoseModel
-
-    model_cfg = read_config_as_dict(loader.model_config_path)
-    model = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict()}, path)
-    return path

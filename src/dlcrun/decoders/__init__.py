@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dlcrun.errors import ConfigError
+from dlcrun.errors import ConfigError, InferenceError
 from dlcrun.settings import DECODERS
 
 
@@ -100,3 +100,14 @@ def _load_backends() -> None:
         from dlcrun.decoders import pyav  # noqa: F401
     except ImportError:
         pass
+
+
+def dlc_crop_box(crop: tuple[int, int, int, int] | None, width: int, height: int) -> tuple[int, int, int, int]:
+    """DLC's crop box, through the same relative round trip ``VideoReader.set_bbox`` makes."""
+    if crop is None:
+        return 0, width, 0, height
+    x1, x2, y1, y2 = crop
+    if x2 <= x1 or y2 <= y1:
+        raise InferenceError(f"cropping {crop} is empty; check x1 < x2 and y1 < y2 in config.yaml")
+    rel = [min(x1 / width, 1), min(x2 / width, 1), min(y1 / height, 1), min(y2 / height, 1)]
+    return int(width * rel[0]), int(width * rel[1]), int(height * rel[2]), int(height * rel[3])

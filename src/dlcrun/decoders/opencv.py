@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcrun.decoders import VideoInfo, register
+from dlcrun.decoders import VideoInfo, dlc_crop_box, register
 from dlcrun.errors import InferenceError
 
 
@@ -24,7 +24,7 @@ class OpenCVStream:
             )
         width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self._box = _dlc_bbox(crop, width, height)
+        self._box = dlc_crop_box(crop, width, height)
         self.info = VideoInfo(
             fps=round(self._cap.get(cv2.CAP_PROP_FPS), 2),  # as DLC's VideoReader rounds it
             width=width,
@@ -56,17 +56,6 @@ class OpenCVStream:
 
     def close(self) -> None:
         self._cap.release()
-
-
-def _dlc_bbox(crop: tuple[int, int, int, int] | None, width: int, height: int) -> tuple[int, int, int, int]:
-    """DLC's crop box, through the same relative round trip ``VideoReader.set_bbox`` makes."""
-    if crop is None:
-        return 0, width, 0, height
-    x1, x2, y1, y2 = crop
-    if x2 <= x1 or y2 <= y1:
-        raise InferenceError(f"cropping {crop} is empty; check x1 < x2 and y1 < y2 in config.yaml")
-    rel = [min(x1 / width, 1), min(x2 / width, 1), min(y1 / height, 1), min(y2 / height, 1)]
-    return int(width * rel[0]), int(width * rel[1]), int(height * rel[2]), int(height * rel[3])
 
 
 class OpenCVDecoder:

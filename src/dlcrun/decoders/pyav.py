@@ -22,8 +22,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from dlcrun.decoders import VideoInfo, register
-from dlcrun.decoders.opencv import _dlc_bbox
+from dlcrun.decoders import VideoInfo, dlc_crop_box, register
 from dlcrun.errors import InferenceError
 
 
@@ -66,7 +65,7 @@ class PyAVStream:
             width, height = self._stream.codec_context.width, self._stream.codec_context.height
         if self._quarter_turns % 2:
             width, height = height, width
-        self._box = _dlc_bbox(crop, width, height)
+        self._box = dlc_crop_box(crop, width, height)
         fps = _fps(self._stream)
         self.info = VideoInfo(
             fps=round(fps, 2),

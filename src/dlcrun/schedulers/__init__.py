@@ -1,8 +1,9 @@
 """The scheduler seam: one array per submission, whatever runs it.
 
 Every backend runs the same entry point per array index (``dlcrun task --run R --submission S
---array-index K``); array index K maps to a manifest index through the submission's
-``.indices`` file, so a resubmission of scattered failures is still one dense array.
+--array-index K``); array index K maps to manifest indices through the submission's
+``.indices`` file, so a resubmission of scattered failures is still one dense array. A backend
+speaks only of (submission, array index): which manifest lines those are, ``batch`` alone says.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dlcrun.errors import ConfigError
-from dlcrun.ledger import Run
+from dlcrun.ledger import Run, Submission
 from dlcrun.settings import Resources
 
 PREVIOUS = "{previous}"  # in a plan's argv: the job id of the plan before it, known once submitted
@@ -32,15 +33,20 @@ class Scheduler(Protocol):
     name: str
 
     def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
-        """What ``submit`` would write and run; ``dlcrun submit --dry-run`` prints it."""
+        """What ``submit`` would write and run; ``dlcrun submit --dry-run`` prints it. Writes nothing:
+        ``run`` may be a planned one (``Run.planned``) whose directory does not exist yet."""
         ...
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
         """Queue array indices 0..size-1 of ``submission``; return the job id(s)."""
         ...
 
-    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
-        """Live state ('pending' or 'running') of array indices the scheduler still knows."""
+    def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:
+        """Live state ('pending' or 'running') of the array indices of ``submissions`` (the run's
+        submissions made through this scheduler, as the caller has read them) that the scheduler
+        still knows, keyed by (submission number, array index K within that submission). K is
+        what the task is given: a split submission's offsets are applied. Indices that ended are
+        left out: their records say how."""
         ...
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
@@ -50,6 +56,13 @@ class Scheduler(Protocol):
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
         """One job running ``argv`` (``dlcrun train-task``), output in ``workdir``/logs; its id."""
         ...
+
+
+def follows(scheduler: str, wait: bool | None) -> bool:
+    """Whether submit, resubmit and train follow progress until the end: as ``--wait/--no-wait``
+    says, else only on the local scheduler, whose work runs on this machine now; a cluster's
+    queue can hold an array for hours."""
+    return wait if wait is not None else scheduler == "local"
 
 
 def task_argv(run: Run, submission: int) -> list[str]:

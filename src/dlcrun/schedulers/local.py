@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from dlcrun.files import Damaged, read_object, write_json
-from dlcrun.ledger import Run
+from dlcrun.ledger import Run, Submission
 from dlcrun.schedulers import JobPlan, register, task_argv
 from dlcrun.settings import Resources
 
@@ -46,11 +46,9 @@ class LocalScheduler:
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
         return f"local-{_detach(_here(argv), workdir / 'logs' / 'train.out')}"
 
-    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for sub in run.submissions():
-            if sub.scheduler != self.name or not set(sub.job_ids) & set(job_ids):
-                continue
+    def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:
+        out: dict[tuple[int, int], str] = {}
+        for sub in submissions:
             path = _state_file(run, sub.number)
             try:
                 state = read_object(path)
@@ -59,11 +57,12 @@ class LocalScheduler:
             except Damaged as exc:
                 run.warn(path, f"damaged ({exc}); while its array runs, all its indices count as queued")
                 state = {}
-            alive = bool(sub.job_ids) and all(ours(j, run) for j in sub.job_ids)
+            if not (sub.job_ids and all(ours(j, run) for j in sub.job_ids)):  # its supervisor is gone
+                continue
             for k in range(run.array_size(len(sub.indices))):
                 s = state.get(str(k), "pending")
-                if s in ("pending", "running") and alive:
-                    out.update((i, s) for i in run.task_group(sub.indices, k))
+                if s in ("pending", "running"):
+                    out[(sub.number, k)] = s
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:

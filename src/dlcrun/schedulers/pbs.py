@@ -25,7 +25,7 @@ from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
 from dlcrun.files import write_json
-from dlcrun.ledger import Run
+from dlcrun.ledger import Run, Submission
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -131,29 +131,31 @@ class PbsScheduler:
         write_json(_arrays_file(run, submission, self.flavor), arrays)
         return [str(a["job"]) for a in arrays]
 
-    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
-        known: dict[str, tuple[int, list[int]]] = {}  # job sequence number -> (first index, indices)
-        for sub in run.submissions():
-            if sub.scheduler != self.name:
-                continue
+    def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:
+        known: dict[str, tuple[int, int]] = {}  # job sequence number -> (submission, its first index)
+        wanted: list[str] = []
+        for sub in submissions:
             path = _arrays_file(run, sub.number, self.flavor)
             for job, first in read_arrays(run, path, sub.job_ids, "first"):
-                known[_sequence(job)] = (first, sub.indices)
-        wanted = [j for j in job_ids if _sequence(j) in known]
+                if job in sub.job_ids:
+                    known[_sequence(job)] = (sub.number, first)
+                    wanted.append(job)
         if not wanted:
             return {}
         done = self.runner(["qstat", "-f", "-t", *wanted])
         if done.returncode != 0 and not _only_gone(done.stderr):
             raise SubmissionError(f"qstat failed: {one_line(done.stderr, 300)}")
-        out: dict[int, str] = {}
+        out: dict[tuple[int, int], str] = {}
         for job_id, state in parse_qstat(done.stdout):
             found = re.match(r"(\d+)(?:\[(\d*)\])?", job_id)
             if not found or found.group(1) not in known or found.group(2) == "":  # "" = the array itself
                 continue
-            first, indices = known[found.group(1)]
+            number, first = known[found.group(1)]
+            # A subjob's index is the array index itself (ranges start at the array's first); a
+            # plain job (one index) has none and stands for its first.
             k = int(found.group(2)) if found.group(2) is not None else first
-            if state in _PENDING | _RUNNING and k >= 0:  # an array index covers videos_per_task lines
-                out.update((i, "running" if state in _RUNNING else "pending") for i in run.task_group(indices, k))
+            if state in _PENDING | _RUNNING:
+                out[(number, k)] = "running" if state in _RUNNING else "pending"
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:

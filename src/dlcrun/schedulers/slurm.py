@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
 from dlcrun.files import write_json
-from dlcrun.ledger import Run
+from dlcrun.ledger import Run, Submission
 from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
@@ -108,30 +108,25 @@ class SlurmScheduler:
         write_json(_arrays_file(run, submission), arrays)
         return [str(a["job"]) for a in arrays]
 
-    def states(self, run: Run, job_ids: list[str]) -> dict[int, str]:
-        offsets: dict[str, tuple[int, list[int]]] = {}
-        for sub in run.submissions():
-            if sub.scheduler != self.name:
-                continue
+    def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:
+        arrays: dict[str, tuple[int, int]] = {}  # job id -> (submission, offset of its array index 0)
+        for sub in submissions:
             for job, offset in read_arrays(run, _arrays_file(run, sub.number), sub.job_ids, "offset"):
-                offsets[job] = (offset, sub.indices)
-        wanted = [j for j in job_ids if j in offsets]
-        if not wanted:
+                if job in sub.job_ids:
+                    arrays[job] = (sub.number, offset)
+        if not arrays:
             return {}
-        argv = ["squeue", "--noheader", "--array", f"--jobs={','.join(wanted)}", "--format=%F|%K|%T"]
+        argv = ["squeue", "--noheader", "--array", f"--jobs={','.join(arrays)}", "--format=%F|%K|%T"]
         done = self.runner(argv)
         if done.returncode != 0:
             if "Invalid job id" in done.stderr:  # every array has ended and been purged
                 return {}
             raise SubmissionError(f"squeue failed: {one_line(done.stderr, 300)}")
-        out: dict[int, str] = {}
+        out: dict[tuple[int, int], str] = {}
         for array_job, task, state in parse_squeue(done.stdout):
-            if array_job not in offsets or state not in _PENDING | _RUNNING:
-                continue
-            offset, indices = offsets[array_job]
-            k = offset + task
-            if k >= 0:  # an array index covers videos_per_task manifest lines
-                out.update((i, "running" if state in _RUNNING else "pending") for i in run.task_group(indices, k))
+            if array_job in arrays and state in _PENDING | _RUNNING:
+                number, offset = arrays[array_job]
+                out[(number, offset + task)] = "running" if state in _RUNNING else "pending"
         return out
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Pipelined batched inference: a decoder thread feeds DeepLabCut's model through a buffer pool.
+"""The PyTorch engine's batched forward pass: a decoder thread feeds DLC's model through a buffer pool.
 
 DLC's ``analyze_videos`` decodes, pre-processes, runs the model and post-processes frame by
 frame (a small producer thread at best), and keeps every prediction until the video ends.
@@ -19,7 +19,6 @@ import contextlib
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,7 @@ class BufferPool:
         self._free.put(slot)
 
 
-class Engine:
+class Pipeline:
     """One loaded model with DLC's pre/post-processors, run over video streams.
 
     ``runner`` is DLC's ``PoseInferenceRunner`` (its model, preprocessor and postprocessor are
@@ -400,17 +399,3 @@ def _apply_table(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     offsets = torch.arange(3, device=frames.device, dtype=torch.long) * 256
     index = frames.long() + offsets
     return table.reshape(-1)[index].permute(0, 3, 1, 2)
-
-
-class RateLog:
-    """Logs progress at most once a minute: job logs stay short but show the task is alive."""
-
-    def __init__(self, name: str, total: int, every: float = 60.0):
-        self.name, self.total, self.every = name, total, every
-        self.start = self.last = time.monotonic()
-
-    def __call__(self, count: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            log.info("%s: %d/%d frames, %.1f frames/s", self.name, count, self.total, count / (now - self.start))

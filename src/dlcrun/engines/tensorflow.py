@@ -1,4 +1,4 @@
-"""DeepLabCut 2.x (TensorFlow engine) shuffles: pin, analyse, train, without rewriting the project.
+"""The TensorFlow engine (DeepLabCut 2.x shuffles): pin, analyse, train, without rewriting the project.
 
 Labs that trained with DLC 2.x keep those networks for years: re-training on the PyTorch engine
 changes every keypoint downstream. DLC 3 still runs them when TensorFlow is installed (the
@@ -14,7 +14,8 @@ iteration N, so a requeued job continues), at weights the user names, or at rand
 initialised backbone weights written by :func:`random_init` when nothing else exists (DLC
 would otherwise download ImageNet weights, which a compute node cannot).
 
-TensorFlow is imported only here and only when such a shuffle is used.
+TensorFlow (and DeepLabCut) are imported only inside the functions, and only when such a shuffle
+is used: pinning one needs no TensorFlow, so a login node with the PyTorch install can submit it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from dlcrun.engines import ShuffleFolder, register
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError, one_line
 from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, project_config, selected_snapshot
 
@@ -80,8 +82,8 @@ def iterations(snapshot: str | Path) -> int:
     return int(match.group(1))
 
 
-def pin_tf_model(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
-    """The TensorFlow counterpart of ``inference.pin_model``: one snapshot, its scorer, frozen.
+def pin(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
+    """One snapshot of a TensorFlow shuffle, its scorer, frozen (see ``ModelEngine.pin``).
 
     Needs no TensorFlow: a login node with the PyTorch install pins the snapshot, and the array
     runs in the TensorFlow image (``batch.start_run`` checks that one of the two has TensorFlow).
@@ -139,7 +141,58 @@ def _pick(names: list[str], wanted: str | int) -> str | None:
     return name if name in names else None
 
 
-class TFAnalyzer(Analyzer):
+@register(TENSORFLOW)
+class TensorflowEngine:
+    name = TENSORFLOW
+    title = "TensorFlow"
+
+    def supports(self, precision: str, device: str) -> str | None:
+        return None if precision == "fp32" else "runs fp32 only"
+
+    def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
+        return pin(project, shuffle, trainingsetindex, snapshot)
+
+    def open(
+        self,
+        spec: ModelSpec,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+        decoder: str = "opencv",
+    ) -> Analyzer:
+        return TensorflowAnalyzer(spec, batch_size, device, threads, precision, decoder)
+
+    def train(
+        self,
+        project: Path,
+        shuffle: int,
+        trainingsetindex: int,
+        epochs: int | None,
+        batch_size: int | None,
+        device: str,
+        weights: Path | None,
+        workdir: Path | None,
+        iterations: int | None,
+        abort: Callable[[str], NoReturn] | None,
+    ) -> Path:
+        return train(
+            project, shuffle, trainingsetindex, epochs, batch_size, device, weights, workdir, iterations, abort
+        )
+
+    def evaluate(
+        self, project: Path, shuffle: int, trainingsetindex: int, snapshot: Path, device: str
+    ) -> ShuffleFolder:
+        """DLC's TensorFlow evaluation runs where TensorFlow puts it (``device`` is for PyTorch)."""
+        evaluate(project, shuffle, trainingsetindex, snapshot)
+        cfg = project_config(project)
+        return ShuffleFolder(
+            snapshots=model_folder(project, cfg, shuffle, trainingsetindex) / "train",
+            train_fraction=cfg["TrainingFraction"][trainingsetindex],
+        )
+
+
+class TensorflowAnalyzer(Analyzer):
     """A DLC 2.x network in a TensorFlow session, reused across the videos of one array index."""
 
     def __init__(
@@ -151,8 +204,9 @@ class TFAnalyzer(Analyzer):
         precision: str = "fp32",
         decoder: str = "opencv",
     ):
-        if precision != "fp32":
-            raise ConfigError(f"precision {precision}: TensorFlow-engine models run in fp32 only")
+        reason = TensorflowEngine().supports(precision, device)
+        if reason is not None:
+            raise ConfigError(f"precision {precision}: the TensorFlow engine {reason}")
         if device.startswith("cuda") and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
             raise InferenceError(f"device '{device}' asked for, but CUDA_VISIBLE_DEVICES hides every GPU")
         if device == "cpu":
@@ -161,17 +215,11 @@ class TFAnalyzer(Analyzer):
         from deeplabcut.pose_estimation_tensorflow.config import load_config
         from deeplabcut.pose_estimation_tensorflow.core import predict
 
-        from dlcrun.decoders import decoder_for
-
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         if not Path(f"{spec.snapshot}.index").is_file():
             raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
-        self.spec = spec
-        self.device = device
-        self.precision = precision
-        self.decoder = decoder_for(decoder)
-        self.batch_size = batch_size or spec.default_batch_size
+        super().__init__(spec, batch_size, device, precision, decoder)
         project = Path(spec.project)
         self._cfg = project_config(project)
         self._folder = model_folder(project, self._cfg, spec.shuffle, spec.trainingsetindex)
@@ -192,7 +240,7 @@ class TFAnalyzer(Analyzer):
     def n_individuals(self) -> int:
         return 1
 
-    def _run(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
+    def predict(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
         """DLC's batch loop (``GetPoseF_GTF``): a short last batch runs padded with the previous
         frames and keeps only its own rows, so every frame sees the same graph as in DLC."""
         frames: np.ndarray | None = None
@@ -219,7 +267,7 @@ class TFAnalyzer(Analyzer):
             flush()
         return rows
 
-    def _metadata(
+    def metadata(
         self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int
     ) -> dict[str, Any]:
         """The ``_meta.pickle`` DLC's TensorFlow ``AnalyzeVideo`` writes."""
@@ -277,7 +325,7 @@ def _checkpoint_exists(prefix: str | Path) -> bool:
     return Path(f"{prefix}.index").is_file()
 
 
-def train_tf(
+def train(
     project: Path,
     shuffle: int,
     trainingsetindex: int,
@@ -324,7 +372,7 @@ def train_tf(
         log.info("no snapshot or ImageNet weights: random initial weights in %s", start)
     log.info("starting from %s", start)
     batch = batch_size or int(dlc_cfg.get("batch_size", 1) or 1)
-    _set_pose_cfg(pose_cfg_path, init_weights=start, batch_size=batch)
+    set_pose_cfg(pose_cfg_path, init_weights=start, batch_size=batch)
     maxiters = iterations
     if maxiters is None and epochs is not None:
         maxiters = max(1, math.ceil(epochs * _training_images(project, cfg, shuffle, trainingsetindex) / batch))
@@ -382,7 +430,7 @@ def loader_watch(abort: Callable[[str], NoReturn] | None) -> Iterator[None]:
         threading.excepthook = previous
 
 
-def _set_pose_cfg(path: Path, **values: Any) -> None:
+def set_pose_cfg(path: Path, **values: Any) -> None:
     """Edit train/pose_cfg.yaml in place, comments kept, written atomically."""
     from ruamel.yaml import YAML
 

@@ -1,0 +1,277 @@
+"""The PyTorch engine (DeepLabCut 3): pin a snapshot, run it, train and evaluate a shuffle.
+
+The model is loaded through DLC's own loader and inference runner, so pre- and post-processing
+are DLC's and keypoints equal ``deeplabcut.analyze_videos``; the frame loop is dlcrun's
+(``pytorch_pipeline.py``: a decoder thread, batches, the .h5 written in chunks) so a long
+video's predictions are never all in RAM and the model does not wait for the decoder.
+
+Training calls DLC's ``train_network`` with a snapshot to start from, always: the newest one of
+the shuffle (training continues), weights the user names, or a randomly initialised network
+(:func:`random_init`); DLC would otherwise download ImageNet weights, which a compute node cannot.
+
+torch and DeepLabCut are imported inside the functions: they cost seconds, and ``dlcrun submit``
+on a login node has neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from dlcrun.engines import ShuffleFolder, register
+from dlcrun.errors import ConfigError, DlcrunError, InferenceError
+from dlcrun.inference import PYTORCH, Analyzer, ModelSpec, project_config, resolve_device, selected_snapshot
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")  # what pytorch_pipeline.Pipeline autocasts to
+_SNAPSHOT = re.compile(r"snapshot-(\d+)\.pt$")
+
+
+def shuffle_loader(project: Path, shuffle: int, trainingsetindex: int) -> Any:
+    """DLC's ``DLCLoader`` for the shuffle (its model folder, configs, scorer), or a ConfigError
+    saying the shuffle has no PyTorch model yet."""
+    from deeplabcut.pose_estimation_pytorch.data import DLCLoader
+
+    cfg = project_config(project)
+    try:
+        return DLCLoader(cfg, trainset_index=trainingsetindex, shuffle=shuffle)
+    except (FileNotFoundError, IndexError) as exc:
+        raise ConfigError(
+            f"{project}: shuffle {shuffle} / trainingsetindex {trainingsetindex} has no PyTorch model "
+            f"({exc}); create_training_dataset and train it first"
+        ) from None
+
+
+@register(PYTORCH)
+class PytorchEngine:
+    name = PYTORCH
+    title = "PyTorch"
+
+    def supports(self, precision: str, device: str) -> str | None:
+        return None if precision in PRECISIONS else f"knows precisions {', '.join(PRECISIONS)} only"
+
+    def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
+        from deeplabcut.pose_estimation_pytorch.apis import utils
+
+        loader = shuffle_loader(project, shuffle, trainingsetindex)
+        if loader.project_cfg["multianimalproject"]:
+            raise ConfigError(
+                f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
+                "use deeplabcut.analyze_videos for them"
+            )
+        if snapshot is None:
+            snapshot = selected_snapshot(loader.model_folder)
+        try:
+            if snapshot and snapshot.endswith(".pt"):
+                found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])
+            else:
+                index: int | str | None = int(snapshot) if snapshot and snapshot.lstrip("-").isdigit() else snapshot
+                index, _ = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, index, None)
+                found = utils.get_model_snapshots(index, loader.model_folder, loader.pose_task)
+        except (ValueError, IndexError) as exc:
+            found, reason = [], str(exc)
+        else:
+            reason = "no such snapshot"
+        if not found:
+            raise ConfigError(
+                f"{loader.model_folder}: snapshot '{snapshot or 'from config.yaml'}' not usable ({reason}); "
+                "train the network first (dlcrun train) or pass --snapshot"
+            )
+        snap = found[0]
+        return ModelSpec(
+            project=str(project),
+            shuffle=shuffle,
+            trainingsetindex=trainingsetindex,
+            snapshot=str(Path(snap.path).resolve()),
+            scorer=loader.scorer(snap),
+            bodyparts=list(loader.model_cfg["metadata"]["bodyparts"]),
+            net_type=str(loader.model_cfg["net_type"]),
+            default_batch_size=int(loader.project_cfg.get("batch_size", 1) or 1),
+        )
+
+    def open(
+        self,
+        spec: ModelSpec,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+        decoder: str = "opencv",
+    ) -> Analyzer:
+        return PytorchAnalyzer(spec, batch_size, device, threads, precision, decoder)
+
+    def train(
+        self,
+        project: Path,
+        shuffle: int,
+        trainingsetindex: int,
+        epochs: int | None,
+        batch_size: int | None,
+        device: str,
+        weights: Path | None,
+        workdir: Path | None,
+        iterations: int | None,
+        abort: Callable[[str], NoReturn] | None,
+    ) -> Path:
+        """Training from a ``snapshot-*.pt``; ``abort`` is not needed (DLC's PyTorch loop raises)."""
+        if iterations is not None:
+            raise ConfigError(
+                "--iterations is for TensorFlow-engine (DLC 2.x) shuffles; PyTorch ones train by --epochs"
+            )
+        import deeplabcut
+        from deeplabcut.pose_estimation_pytorch.task import Task
+
+        loader = shuffle_loader(project, shuffle, trainingsetindex)
+        if Task(loader.model_cfg.get("method", "bu")) != Task.BOTTOM_UP:
+            raise ConfigError(
+                f"{loader.model_folder}: top-down models also train a detector, which would need downloaded "
+                "weights; dlcrun trains bottom-up models"
+            )
+        start = weights or latest_snapshot(loader.model_folder)
+        if start is None:
+            if workdir is None:
+                raise ConfigError(f"{loader.model_folder}: no snapshot to start from; pass weights or a workdir")
+            start = random_init(loader, Path(workdir) / "init.pt")
+            log.info("no snapshot to start from: random initial weights in %s", start)
+        else:
+            log.info("starting from %s", start)
+        before = time.time()
+        deeplabcut.train_network(
+            str(project / "config.yaml"),
+            shuffle=shuffle,
+            trainingsetindex=trainingsetindex,
+            device=resolve_device(device),
+            snapshot_path=str(start),
+            epochs=epochs,
+            batch_size=batch_size,
+        )
+        written = [p for p in loader.model_folder.glob("snapshot-*.pt") if p.stat().st_mtime >= before - 1]
+        if not written:
+            raise DlcrunError(f"{loader.model_folder}: training ended without writing a snapshot (epochs 0?)")
+        return max(written, key=lambda p: p.stat().st_mtime)
+
+    def evaluate(
+        self, project: Path, shuffle: int, trainingsetindex: int, snapshot: Path, device: str
+    ) -> ShuffleFolder:
+        import deeplabcut
+
+        loader = shuffle_loader(project, shuffle, trainingsetindex)
+        deeplabcut.evaluate_network(
+            str(project / "config.yaml"),
+            shuffles=[shuffle],
+            trainingsetindex=trainingsetindex,
+            snapshots_to_evaluate=[snapshot.stem],
+            device=resolve_device(device),
+            show_errors=False,
+        )
+        return ShuffleFolder(snapshots=loader.model_folder, train_fraction=loader.train_fraction)
+
+
+def latest_snapshot(model_folder: Path) -> Path | None:
+    """The regular snapshot with the most epochs (``snapshot-best-*`` may be older)."""
+    found = [(int(m.group(1)), p) for p in model_folder.glob("snapshot-*.pt") if (m := _SNAPSHOT.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def random_init(loader: Any, path: Path) -> Path:
+    """A randomly initialised network of the shuffle's architecture, saved as a DLC snapshot."""
+    import torch
+    from deeplabcut.core.config import read_config_as_dict
+    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+
+    model_cfg = read_config_as_dict(loader.model_config_path)
+    model = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+class PytorchAnalyzer(Analyzer):
+    """A DLC 3 model: DLC's own model, pre- and post-processing (from
+    ``get_pose_inference_runner``) in dlcrun's pipelined batches (``pytorch_pipeline.Pipeline``)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch_size: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+        decoder: str = "opencv",
+        channels_last: bool = True,
+    ):
+        import torch
+        from deeplabcut.pose_estimation_pytorch.apis import utils
+        from deeplabcut.pose_estimation_pytorch.task import Task
+
+        from dlcrun.engines.pytorch_pipeline import Pipeline
+
+        if threads:
+            torch.set_num_threads(threads)
+        super().__init__(spec, batch_size, resolve_device(device), precision, decoder)
+        self.loader = shuffle_loader(Path(spec.project), spec.shuffle, spec.trainingsetindex)
+        if self.loader.pose_task != Task.BOTTOM_UP:
+            raise InferenceError(
+                f"{spec.project}: a {self.loader.pose_task.value} model needs a detector; dlcrun runs bottom-up "
+                "models only (use deeplabcut.analyze_videos for this one)"
+            )
+        if self.loader.model_cfg["metadata"]["unique_bodyparts"]:
+            raise InferenceError(f"{spec.project}: unique bodyparts need a multi-animal project; not supported")
+        if not Path(spec.snapshot).is_file():
+            raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
+        self.loader.model_cfg["device"] = self.device
+        self.runner = utils.get_pose_inference_runner(
+            model_config=self.loader.model_cfg,
+            snapshot_path=spec.snapshot,
+            max_individuals=len(self.loader.model_cfg["metadata"]["individuals"]),
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        self.pipeline = Pipeline(
+            self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
+        )
+
+    @property
+    def project_cfg(self) -> dict[str, Any]:
+        return self.loader.project_cfg
+
+    @property
+    def n_individuals(self) -> int:
+        return len(self.loader.model_cfg["metadata"]["individuals"])
+
+    def predict(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
+        return self.pipeline.run(stream, stride, sink, progress)
+
+    def metadata(
+        self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int
+    ) -> dict[str, Any]:
+        """DLC's ``_meta.pickle`` content, as its PyTorch analyze_videos writes it."""
+        from deeplabcut.pose_estimation_pytorch.apis import videos as dlc_videos
+
+        return dlc_videos._generate_metadata(
+            cfg=self.project_cfg,
+            pytorch_config=self.loader.model_cfg,
+            dlc_scorer=self.spec.scorer,
+            train_fraction=self.loader.train_fraction,
+            batch_size=self.batch_size,
+            cropping=cropping,
+            runtime=(start, stop),
+            video=_MetaVideo(info),
+        )
+
+
+class _MetaVideo:
+    """What DLC's ``_generate_metadata`` reads from a ``VideoReader``."""
+
+    def __init__(self, info: Any):
+        self.dimensions = (info.width, info.height)
+        self.fps = info.fps
+        self._frames = info.header_frames
+
+    def get_n_frames(self, robust: bool = False) -> int:
+        return self._frames
