@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "services",
         {"storage", "decoders", "schedulers", "engines", "inference", "container", "project", "labelling"},
     ),
-    ("use cases", {"selection", "listing", "sampling", "batch", "task", "training", "doctor", "demo", "report"}),
+    ("use cases", {"selection", "listing", "sampling", "batch", "task", "training", "doctor", "demo"}),
     ("interface", {"cli", "__main__"}),
 ]
 

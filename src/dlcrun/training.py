@@ -115,6 +115,16 @@ def result(workdir: Path) -> dict[str, Any] | None:
         return None
 
 
+def wait(workdir: Path, every: float = 2.0) -> dict[str, Any]:
+    """The job's result once it has finished; a one-line DlcrunError, naming the log, unless done."""
+    while (outcome := result(workdir)) is None:
+        time.sleep(every)
+    if outcome["state"] != "done":
+        logs = Path(workdir) / "logs"
+        raise DlcrunError(f"training {outcome['state']}: {outcome.get('error', '')} (log in {logs})")
+    return outcome
+
+
 def run_training_task(workdir: Path) -> dict[str, Any]:
     """What the training job runs: train as ``train.json`` says, then write ``result.json``."""
     from dlcrun.runtime import Interrupted, job_id_from_environment, sigterm_unwinds

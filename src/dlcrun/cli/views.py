@@ -1,4 +1,4 @@
-"""What the CLI shows of runs and models: text and tables, built here, printed there.
+"""What the CLI shows: text and tables, built here from what a use case returned, printed there.
 
 Nothing here prints or touches the ledger: each function turns what a use case returned (a
 Status, a started run, a dry run's plans, the project's models) into the lines and rich tables
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from dlcrun.batch import Preflight, Status
     from dlcrun.doctor import Check
     from dlcrun.ledger import Record, Run, Submission
+    from dlcrun.sampling import Sample
+    from dlcrun.videos import Selection
 
 STATES = ("done", "running", "queued", "pending", "failed", "interrupted", "lost", "cancelled")
 FAILED = ("failed", "interrupted", "lost")
@@ -126,3 +128,45 @@ def models(found: Sequence[Any]) -> Table:
 
 def _rmse(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def selection(found: Selection, probed: bool) -> list[RenderableType]:
+    """Rows, videos, hours (where known) and GB: the scratch and quota impact before a submit."""
+    table = Table(show_header=True, header_style="bold", box=None, show_footer=True)
+    hours, known = found.known_hours
+    table.add_column("row", footer="total")
+    table.add_column("folder", footer=f"{len(found.rows)} rows")
+    table.add_column("window")
+    table.add_column("videos", justify="right", footer=str(len(found.videos)))
+    table.add_column("hours", justify="right", footer=_hours(hours, known, len(found.videos)))
+    table.add_column("GB", justify="right", footer=f"{found.total_bytes / 1e9:.2f}")
+    for r in found.rows:
+        durations = [v.duration for v in r.videos if v.duration is not None]
+        table.add_row(
+            str(r.number),
+            escape(r.folder),
+            f"{r.start:%Y-%m-%d} .. {r.end:%Y-%m-%d}",
+            str(len(r.videos)),
+            _hours(sum(durations) / 3600, len(durations), len(r.videos)),
+            f"{r.bytes / 1e9:.2f}",
+        )
+    if probed:
+        return [table]
+    return [table, "[dim]hours: unknown without --probe (reads local videos' headers)[/dim]"]
+
+
+def _hours(hours: float, known: int, total: int) -> str:
+    if not known:
+        return "-"
+    return f"{hours:.1f}" + (f" ({known}/{total})" if known < total else "")
+
+
+def strata(drawn: Sample, per: str | None) -> Table:
+    """Per stratum, the videos available and how many were drawn: an even spread, or why not."""
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column(per or "all")
+    table.add_column("available", justify="right")
+    table.add_column("sampled", justify="right")
+    for s in drawn.strata:
+        table.add_row(escape(s.key or "(blank)"), str(s.available), str(s.chosen))
+    return table
