@@ -138,7 +138,8 @@ def test_corrupt_video_fails_alone_rerun_does_no_inference(tmp_path: Path, demo_
 def test_killed_task_leaves_no_partial_output(tmp_path: Path, demo_project: Path, sig: signal.Signals) -> None:
     from dlcrun.demo import write_video
 
-    video = write_video(tmp_path / "videos" / "long.mp4", frames=600, size=(160, 120))
+    # Long enough that inference is still running 3 s after staging, even on a warm, idle machine.
+    video = write_video(tmp_path / "videos" / "long.mp4", frames=2400, size=(160, 120))
     run = start(tmp_path, demo_project, [video])
     proc = subprocess.Popen(
         [sys.executable, "-m", "dlcrun", "task", "--run", str(run.path), "--index", "0"],
