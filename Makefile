@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-tf install-login system-deps demo test test-tf test-fast lint lock lock-tensorflow lock-tf-dev lock-hashes image clean
+.PHONY: install install-tf install-login system-deps demo test test-tf test-fast test-unit lint lock lock-tensorflow lock-tf-dev lock-hashes image clean
 
 install: $(STAMP)
 
@@ -86,6 +86,9 @@ test-tf: install-tf
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks container
 	$(BIN)/ruff format --check src tests benchmarks container
@@ -123,7 +126,7 @@ lock-hashes:
 # The image (container/build.sh says more): `make image`, `make image ENGINE=tensorflow`,
 # `make image BUILDER=docker|podman`, `make image DRY_RUN=1` to see the commands only.
 # Base images pinned by digest, one per engine (the pytorch one is also the default in
-# container/dlc.def and container/Dockerfile; tests/test_container.py keeps the three equal).
+# container/dlc.def and container/Dockerfile; tests/integration/test_container.py keeps the three equal).
 ENGINE  ?= pytorch
 VARIANT ?= gpu
 BASE_pytorch    := docker.io/nvidia/cuda:13.0.3-base-ubuntu24.04@sha256:7c7413a56200486f71f181cad9310f6fd31b6bb21816ade15fc9c1e1e927a5c1

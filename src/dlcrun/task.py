@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import shutil
 import socket
 import threading
@@ -26,11 +25,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dlcrun.engines import open_analyzer
-from dlcrun.errors import DlcrunError, InferenceError, StorageError, VerificationError, one_line
+from dlcrun.errors import DlcrunError, StorageError, VerificationError, one_line
 from dlcrun.files import part_uri, sha256_file
-from dlcrun.inference import Analyzer, ModelSpec, Sampling, count_rows, quiet_environment
+from dlcrun.inference import Analyzer, ModelSpec, count_rows, quiet_environment
 from dlcrun.ledger import Output, Record, Run, now
-from dlcrun.locations import basename, join, output_folders
+from dlcrun.locations import basename
+from dlcrun.outputs import (
+    Plan,
+    SourceIdentity,
+    claim_at_destination,
+    complete_at_destination,
+    remove_leftovers,
+    still_published,
+    tagged_hash,
+)
 from dlcrun.runtime import Interrupted, job_id_from_environment, sigterm_unwinds
 from dlcrun.settings import default_scratch
 from dlcrun.storage import StoredObject, storage_for
@@ -39,30 +47,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SCRATCH_MARGIN = 256 * 1024 * 1024  # room for outputs and decoder buffers beside the video
-
-
-class Plan:
-    """Where one index's inputs come from and its outputs go, derived from the run alone."""
-
-    def __init__(self, run: Run, index: int):
-        settings = run.settings
-        entries = run.manifest.entries
-        if not 0 <= index < len(entries):
-            raise DlcrunError(f"{run.path}: index {index} out of range 0-{len(entries) - 1}")
-        if not settings.dest:
-            raise DlcrunError(f"{run.path}: the run has no destination (dest)")
-        self.index = index
-        self.video = entries[index]
-        self.stem = Path(basename(self.video)).stem
-        self.spec = ModelSpec.from_dict(run.model)
-        self.sampling = Sampling(stride=settings.stride, every=settings.every_seconds)
-        folder = output_folders(entries)[index]
-        if folder.startswith("..") or folder.startswith("/"):  # a manifest edited by hand
-            raise DlcrunError(f"{self.video}: its outputs would go to {folder}, outside dest {settings.dest}")
-        self.dest_dir = join(settings.dest, folder)
-        prefix = self.stem + self.spec.scorer + self.sampling.suffix
-        names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + [f"{prefix}.h5"]
-        self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
 
 
 def run_task(run: Run, index: int | None, submission: int | None, array_index: int | None) -> list[Record]:
@@ -111,62 +95,6 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     final: bool = False
     uploading: bool = False  # a put may still land: what was listed stays listed
-
-
-@dataclass(frozen=True)
-class SourceIdentity:
-    """Which video an output came from: its location as given, its size, and content hashes
-    (``sha256`` always once downloaded; the storage's own, e.g. ``dropbox``, where it has one).
-
-    Two identities are the same video when the sizes agree and every hash kind both know
-    agrees (at least one must be shared): the location alone proves nothing (``trial1.mp4`` of
-    two mice), and the same bytes under another name are the same video.
-    """
-
-    location: str
-    size: int
-    hashes: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"location": self.location, "size": self.size, "hashes": dict(self.hashes)}
-
-    @classmethod
-    def from_dict(cls, data: object) -> SourceIdentity | None:
-        try:
-            assert isinstance(data, dict)
-            hashes = {str(k): str(v) for k, v in dict(data["hashes"]).items()}
-            return cls(location=str(data["location"]), size=int(data["size"]), hashes=hashes)
-        except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
-            return None
-
-    def matches(self, size: int, hashes: dict[str, str]) -> bool | None:
-        """True/False when the hashes tell; None when no hash kind is shared (a download will)."""
-        if size != self.size:
-            return False
-        shared = set(hashes) & set(self.hashes)
-        if not shared:
-            return None
-        return all(hashes[k] == self.hashes[k] for k in shared)
-
-
-def _tagged(content_hash: str | None) -> dict[str, str]:
-    """``"dropbox:ab12"`` -> ``{"dropbox": "ab12"}``."""
-    if not content_hash or ":" not in content_hash:
-        return {}
-    kind, value = content_hash.split(":", 1)
-    return {kind: value}
-
-
-@dataclass
-class _Claim:
-    """What the outputs already at the destination say about themselves (their _meta.pickle)."""
-
-    source: SourceIdentity | None
-    snapshot: str | None
-    frames: int
-    stride: int
-    fps: float
-    found: list[StoredObject | None]  # plan.outputs as stat'ed at the destination
 
 
 @dataclass
@@ -270,7 +198,7 @@ class _Pipeline:
                 run.write_record(record)
             return record
         previous = run.record(index)
-        if previous is not None and previous.state == "done" and _still_published(previous):
+        if previous is not None and previous.state == "done" and still_published(previous):
             log.info("index %d: already done (%s), nothing to do", index, previous.outputs[-1].uri)
             return previous
         record = Record(
@@ -300,12 +228,12 @@ class _Pipeline:
         """
         plan, record = job.plan, job.record
         job.workdir.mkdir(parents=True)
-        _remove_leftovers(plan, record)
+        remove_leftovers(plan, record)
         source = storage_for(plan.video)
         info = source.stat(plan.video)
         if info is None:
             raise StorageError(f"{plan.video}: no such video")
-        claim = _claim_at_destination(plan, job.workdir)
+        claim = claim_at_destination(plan, job.workdir)
         if claim is None:
             return self._fetch(job, source, info)
         if claim.source is None:
@@ -315,7 +243,7 @@ class _Pipeline:
                 f"move it away or choose another dest, then resubmit {plan.video}"
             )
         # Dropbox's stat already carries its content hash: no second round trip for it.
-        same = claim.source.matches(info.size, _tagged(info.content_hash or source.fingerprint(plan.video)))
+        same = claim.source.matches(info.size, tagged_hash(info.content_hash or source.fingerprint(plan.video)))
         staged: _Staged | None = None
         if same is None:  # the backend has no hash of its own: only the bytes can tell
             staged = self._fetch(job, source, info)
@@ -329,7 +257,7 @@ class _Pipeline:
                 f"{plan.video} (other content); left as it is: move those outputs away or choose another dest, "
                 "then resubmit"
             )
-        done = _complete(plan, claim, job.workdir)
+        done = complete_at_destination(plan, claim, job.workdir)
         if done is not None:
             log.info("index %d: outputs of this video already at %s; not analysed again", plan.index, plan.dest_dir)
             if staged is not None and staged.video is not None:
@@ -355,7 +283,7 @@ class _Pipeline:
         local_video = job.workdir / basename(plan.video)
         fetched = source.fetch(plan.video, local_video)
         record.bytes_in = fetched.size
-        hashes = _tagged(fetched.content_hash)
+        hashes = tagged_hash(fetched.content_hash)
         hashes.setdefault("sha256", fetched.sha256 or sha256_file(local_video))
         identity = SourceIdentity(location=plan.video, size=fetched.size, hashes=hashes)
         record.source = identity.to_dict()
@@ -506,85 +434,3 @@ def _wait(future: Future[Any], timeout: float | None = None) -> None:
             future.exception(timeout=0.2)
         except FutureTimeout:
             pass
-
-
-def _still_published(record: Record) -> bool:
-    """A done record counts only while every output it lists is still there, same size."""
-    if not record.outputs:
-        return False
-    for out in record.outputs:
-        found = storage_for(out.uri).stat(out.uri)
-        if found is None or found.size != out.size:
-            return False
-    return True
-
-
-def _remove_leftovers(plan: Plan, record: Record) -> None:
-    """What an earlier attempt of this index listed while publishing and did not finish: its
-    hidden parts always; its final names too unless the whole set is there (which the identity
-    check may then accept)."""
-    if not record.publishing:
-        return
-    finals = set(plan.outputs)
-    present = {uri for uri in record.publishing if storage_for(uri).stat(uri) is not None}
-    complete = finals <= present
-    for uri in sorted(present):
-        if uri not in finals or not complete:
-            log.info("index %d: removing %s, left by an interrupted publish", plan.index, uri)
-            storage_for(uri).delete(uri)
-    record.publishing = []
-
-
-def _claim_at_destination(plan: Plan, workdir: Path) -> _Claim | None:
-    """None when none of this video's output names is taken at the destination; else what the
-    outputs there say about their source (``source`` None: they do not say, or cannot be read)."""
-    dest = storage_for(plan.dest_dir)
-    found = [dest.stat(uri) for uri in plan.outputs]
-    if all(f is None for f in found):
-        return None
-    meta_uri = plan.outputs[0]
-    check = workdir / "check"
-    try:
-        if found[0] is None:  # an .h5 (or .csv) without its _meta.pickle: nobody vouches for it
-            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0, found=found)
-        meta = check / basename(meta_uri)
-        dest.fetch(meta_uri, meta)
-        try:
-            with open(meta, "rb") as fh:
-                metadata = pickle.load(fh)
-            data = metadata["data"]
-            ours = metadata.get("dlcrun", {})  # no "dlcrun": DLC wrote it
-            source = SourceIdentity.from_dict(ours.get("source"))
-            snapshot = (ours.get("model") or {}).get("snapshot")
-            frames = int(ours.get("frames_decoded", data["nframes"]))
-            stride = int(ours.get("stride", 1))
-            fps = float(data.get("fps") or 0)
-        except Exception:  # noqa: BLE001 - any damage means: not provably this video's
-            return _Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0, found=found)
-        return _Claim(source=source, snapshot=snapshot, frames=frames, stride=stride, fps=fps, found=found)
-    finally:
-        shutil.rmtree(check, ignore_errors=True)
-
-
-def _complete(plan: Plan, claim: _Claim, workdir: Path) -> tuple[list[Output], int, int] | None:
-    """(outputs, frames in the video, stride) when this video's outputs there are whole and of
-    this snapshot and sampling: every file present, the .h5 one row per analysed frame (a short
-    or unreadable file is analysed again; DLC itself would skip it forever, issue 3101)."""
-    if claim.snapshot != plan.spec.snapshot or claim.stride != plan.sampling.stride_for(claim.fps):
-        return None
-    found = claim.found
-    if any(f is None for f in found):
-        return None
-    dest = storage_for(plan.dest_dir)
-    h5 = workdir / "check" / basename(plan.outputs[-1])
-    try:
-        dest.fetch(plan.outputs[-1], h5)
-        rows = count_rows(h5)
-    except (InferenceError, StorageError, OSError):
-        return None
-    finally:
-        shutil.rmtree(h5.parent, ignore_errors=True)
-    if rows != -(-claim.frames // claim.stride):
-        return None
-    outputs = [Output(uri=f.uri, size=f.size, sha256=f.sha256 or "") for f in found if f is not None]
-    return outputs, claim.frames, claim.stride

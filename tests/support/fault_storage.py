@@ -7,7 +7,7 @@ bytes to its hidden part name and then either fails as a full disk does
 ``DLCRUN_TEST_FAULT_SECONDS``), so a test can send a real SIGTERM while it is under way.
 
 Run as a script it is the ``dlcrun`` command with this backend registered, so a real task
-process (real signals, real exit) publishes through it: ``python tests/fault_storage.py task ...``.
+process (real signals, real exit) publishes through it: ``python tests/support/fault_storage.py task ...``.
 """
 
 from __future__ import annotations

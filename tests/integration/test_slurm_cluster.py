@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import waiting
 from typer.testing import CliRunner
 
-import waiting
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.ledger import Run

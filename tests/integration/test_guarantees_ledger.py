@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from dlcrun import batch
 from dlcrun.cli import app
@@ -29,7 +30,6 @@ from dlcrun.schedulers import local, register
 from dlcrun.schedulers.scripts import Runner
 from dlcrun.schedulers.slurm import SlurmScheduler
 from dlcrun.settings import load_settings
-from waiting import wait_for
 
 runner = CliRunner()
 

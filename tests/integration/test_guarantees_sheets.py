@@ -17,9 +17,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from selection_data import xlsx
 
 from dlcrun.manifest import read_manifest
-from selection_data import xlsx
 
 
 def dlcrun(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

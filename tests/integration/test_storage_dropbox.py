@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from dropbox_emulator import DropboxEmulator, content_hash
 
 from dlcrun.errors import ConfigError, StorageError
 from dlcrun.storage import Storage, storage_for
 from dlcrun.storage.dropbox import BLOCK_SIZE, ContentHasher, DropboxStorage, file_hashes, to_path
 from dlcrun.storage.dropbox_auth import Credentials, load_credentials, token_path, write_token_file
-from dropbox_emulator import DropboxEmulator, content_hash
 
 CHUNK = 64 * 1024
 

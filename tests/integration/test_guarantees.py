@@ -2,7 +2,7 @@
 
 Each test holds one promise of the README's "What dlcrun guarantees" and would fail without
 the code that keeps it: real task processes, real signals, local storage, the loopback Dropbox
-emulation, and a local backend with injected faults (``tests/fault_storage.py``, named as such)
+emulation, and a local backend with injected faults (``tests/support/fault_storage.py``, named as such)
 where a full disk or a crawling link has to be staged.
 """
 
@@ -17,20 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+import fault_storage  # noqa: F401  (registers faulty: in this process too)
 import pytest
 from typer.testing import CliRunner
 
-import fault_storage  # noqa: F401  (registers faulty: in this process too)
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.files import PART_MARK
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
+from dlcrun.outputs import Plan
 from dlcrun.settings import load_settings
-from dlcrun.task import Plan
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 def start(tmp_path: Path, project: Path, videos: list[str | Path], dest: str, **overrides: object) -> Run:
@@ -45,7 +45,7 @@ def start(tmp_path: Path, project: Path, videos: list[str | Path], dest: str, **
 def task(run: Run, index: int = 0, faults: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
     """A real ``dlcrun task`` process (with the faulty: backend registered) on one manifest index."""
     env = {**os.environ, **(faults or {})}
-    argv = [sys.executable, str(HERE / "fault_storage.py"), "task", "--run", str(run.path), "--index", str(index)]
+    argv = [sys.executable, str(SUPPORT / "fault_storage.py"), "task", "--run", str(run.path), "--index", str(index)]
     return subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 

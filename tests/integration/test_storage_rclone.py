@@ -189,11 +189,12 @@ def test_manifest_from_an_rclone_folder(webdav: Server, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_batch_from_and_to_an_rclone_remote(webdav: Server, tmp_path: Path, demo_project: Path) -> None:
     """Videos on the remote, keypoints back to it, local scheduler, real DLC."""
+    from waiting import wait_for
+
     from dlcrun import batch
     from dlcrun.demo import write_video
     from dlcrun.manifest import Manifest, write_manifest
     from dlcrun.settings import load_settings
-    from waiting import wait_for
 
     names = ["a.mp4", "b.mp4"]
     for i, name in enumerate(names):

@@ -22,7 +22,7 @@ from dlcrun.engines import pin_model
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOGIN = ROOT / ".venv-login" / "bin"
 
 pytestmark = [

@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from spython.main.parse.parsers import DockerParser, SingularityParser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEF = ROOT / "container" / "dlc.def"
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 DIGEST = re.compile(r"^docker\.io/nvidia/cuda:[\w.-]+@sha256:[0-9a-f]{64}$")

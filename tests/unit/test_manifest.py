@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selection_data import xlsx
 
 from dlcrun.errors import ManifestError
 from dlcrun.locations import output_folders
 from dlcrun.manifest import Manifest, default_manifest_path, read_manifest, write_manifest
 from dlcrun.selection import from_list
 from dlcrun.sheets import SHOWN_ERRORS, Sheet, read_sheet
-from selection_data import xlsx
 
 
 def csv_file(path: Path, text: str) -> Path:

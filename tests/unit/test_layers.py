@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dlcrun"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "dlcrun"
 
 # Lowest first. A package (storage, decoders, schedulers, engines) is one entry: its backends
 # share its layer.
@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "services",
         {"storage", "decoders", "schedulers", "engines", "inference", "container", "project", "labelling"},
     ),
-    ("use cases", {"selection", "listing", "sampling", "batch", "task", "training", "doctor", "demo"}),
+    ("use cases", {"selection", "listing", "sampling", "batch", "outputs", "task", "training", "doctor", "demo"}),
     ("interface", {"cli", "__main__"}),
 ]
 

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
 from dlcrun.settings import load_settings
-from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

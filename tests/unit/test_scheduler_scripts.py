@@ -60,7 +60,7 @@ def make_run(tmp_path: Path, n: int = 3, **overrides: object) -> Run:
 
 
 def golden(name: str, text: str, tmp_path: Path) -> None:
-    """``text`` with the temp dir as <tmp> equals tests/data/schedulers/<name>.
+    """``text`` with the temp dir as <tmp> equals tests/unit/data/schedulers/<name>.
 
     After a deliberate change to a job script, DLCRUN_UPDATE_GOLDEN=1 rewrites the files; review the diff.
     """
@@ -431,7 +431,7 @@ def test_chunks() -> None:
 
 
 def test_top_level_jobs_folder_is_the_packaged_one() -> None:
-    top = Path(__file__).resolve().parents[1] / "jobs"
+    top = Path(__file__).resolve().parents[2] / "jobs"
     assert top.resolve() == JOBS
     assert {p.name for p in JOBS.iterdir()} >= {"array.slurm", "array.pbs", "array.torque", "train.slurm", "train.pbs"}
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from dropbox_emulator import DropboxEmulator
 from typer.testing import CliRunner
 
 from dlcrun.batch import check_sources
@@ -16,7 +17,6 @@ from dlcrun.errors import ManifestError, StorageError
 from dlcrun.listing import from_listing
 from dlcrun.manifest import Manifest, read_manifest
 from dlcrun.storage import StoredObject
-from dropbox_emulator import DropboxEmulator
 
 UTC = dt.timezone.utc
 

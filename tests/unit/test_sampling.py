@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from selection_data import comments, entries, lab_sheet, make_tree, write_xlsx
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
@@ -15,7 +16,6 @@ from dlcrun.errors import ManifestError
 from dlcrun.manifest import read_manifest
 from dlcrun.sampling import allocate, draw
 from dlcrun.selection import Request, build
-from selection_data import comments, entries, lab_sheet, make_tree, write_xlsx
 
 runner = CliRunner()
 CAMERAS = {"camA": 12, "camB": 12, "camC": 2}  # videos per camera: camC is small

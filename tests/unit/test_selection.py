@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
 from typer.testing import CliRunner
 
 from dlcrun.cli import app
@@ -18,7 +19,6 @@ from dlcrun.names import NamePattern, is_conflicted_copy
 from dlcrun.selection import Request, build, select
 from dlcrun.sheets import parse_column_map, read_sheet, sheet_kind
 from dlcrun.storage import StoredObject, register
-from selection_data import HEADER, IN_WINDOW, ROWS, TREE, comments, entries, lab_sheet, make_tree, write_xlsx
 
 runner = CliRunner()
 

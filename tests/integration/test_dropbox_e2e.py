@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from dropbox_emulator import DropboxEmulator
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from dlcrun import batch
 from dlcrun.cli import app
 from dlcrun.files import PART_MARK
 from dlcrun.inference import count_rows
 from dlcrun.settings import load_settings
-from dropbox_emulator import DropboxEmulator
-from waiting import wait_for
 
 pytestmark = pytest.mark.dropbox
 

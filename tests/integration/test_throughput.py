@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from waiting import wait_for
 
 from dlcrun.errors import InferenceError
-from waiting import wait_for
 
 KEY = "df_with_missing"
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from waiting import wait_for
 
 from dlcrun.errors import ConfigError, StorageError, one_line
 from dlcrun.storage.dropbox import DropboxStorage
 from dlcrun.storage.dropbox_auth import Credentials, load_credentials, token_path, write_token_file
-from waiting import wait_for
 
 # redact, register_secret, clean_credential and install_redaction are imported in the tests that
 # use them, so that each test here fails on its own (not at collection) where they are missing.

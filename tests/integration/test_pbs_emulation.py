@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 import waiting
+
 from dlcrun import batch
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest, write_manifest
