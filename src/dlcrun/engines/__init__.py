@@ -23,8 +23,6 @@ from typing import NoReturn, Protocol
 from dlcrun.errors import ConfigError
 from dlcrun.inference import Analyzer, ModelSpec, shuffle_engine
 
-ENGINE_MODULES = ("pytorch", "tensorflow")  # dlcrun.engines.<module> registers itself on import
-
 
 @dataclass(frozen=True)
 class ShuffleFolder:
@@ -100,8 +98,8 @@ def register(name: str) -> Callable[[Callable[[], ModelEngine]], Callable[[], Mo
 
 def engine_for(name: str) -> ModelEngine:
     """The engine DLC calls ``name``."""
-    for module in ENGINE_MODULES:
-        __import__(f"dlcrun.engines.{module}")
+    from dlcrun.engines import pytorch, tensorflow  # noqa: F401  (each registers itself on import)
+
     try:
         return _REGISTRY[name]()
     except KeyError:
