@@ -18,7 +18,7 @@ from dlcrun.decoders import check_decoder
 from dlcrun.engines import engine_for, pin_in_image, pin_model
 from dlcrun.errors import ConfigError, DlcrunError, StorageError
 from dlcrun.files import NAME_MAX, PART_NAME_EXTRA
-from dlcrun.inference import TENSORFLOW, ModelSpec, Sampling, installed
+from dlcrun.inference import ModelSpec, Sampling, installed
 from dlcrun.ledger import Record, Run, Submission
 from dlcrun.locations import basename, output_folders, scheme_of
 from dlcrun.manifest import Manifest, read_manifest
@@ -146,20 +146,14 @@ def _check(manifest_path: Path, settings: Settings, check: bool) -> _Checked:
     _check_output_names(manifest, spec, settings)
     if runs_here(settings.image):
         check_decoder(settings.decoder)  # the indices run in this environment
-    if spec.engine == TENSORFLOW and runs_here(settings.image) and not installed("tensorflow"):
-        raise ConfigError(
-            f"{settings.project}: shuffle {settings.shuffle} is a TensorFlow-engine (DLC 2.x) model and neither this "
-            "environment nor an image has TensorFlow: build the TensorFlow image (make image ENGINE=tensorflow) and "
-            "pass --image, or run from .venv-tf (make install-tf)"
-        )
     return _Checked(manifest, settings, spec, preflight, name=Path(manifest_path).stem)
 
 
 def pin(settings: Settings) -> ModelSpec:
     """The snapshot every index will use: pinned here, or inside the image where DLC is not installed.
 
-    Refused when the shuffle's engine cannot run at the run's precision or on its device: every
-    index would otherwise load the model and fail on it.
+    Refused when the shuffle's engine cannot run at the run's precision or on its device, or
+    lacks its libraries where the indices will run: every index would otherwise fail on it.
     """
     assert settings.project is not None
     args = (settings.project, settings.shuffle, settings.trainingsetindex, settings.snapshot)
@@ -179,6 +173,8 @@ def pin(settings: Settings) -> ModelSpec:
         if engine.supports("fp32", settings.device) is None:  # every engine runs fp32: the precision is at fault
             raise ConfigError(f"precision {settings.precision}: {which}; submit with --precision fp32")
         raise ConfigError(f"device {settings.device}: {which}")
+    if runs_here(settings.image) and (missing := engine.missing_here()) is not None:
+        raise ConfigError(f"{settings.project}: shuffle {settings.shuffle} {missing}")
     return spec
 
 

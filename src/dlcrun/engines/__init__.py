@@ -44,6 +44,11 @@ class ModelEngine(Protocol):
         """
         ...
 
+    def missing_here(self) -> str | None:
+        """None when this environment has what the engine's indices need; else what is missing
+        and how to get it, in a few words. Asked at submit when the indices run here (no image)."""
+        ...
+
     def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
         """The snapshot a run uses (``snapshot``, else the one ``dlcrun train`` selected, else
         config.yaml's ``snapshotindex``) and its scorer, frozen for every index."""

@@ -55,6 +55,9 @@ class PytorchEngine:
     def supports(self, precision: str, device: str) -> str | None:
         return None if precision in PRECISIONS else f"knows precisions {', '.join(PRECISIONS)} only"
 
+    def missing_here(self) -> str | None:
+        return None  # pinning here needed DeepLabCut's PyTorch engine already
+
     def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
         from deeplabcut.pose_estimation_pytorch.apis import utils
 

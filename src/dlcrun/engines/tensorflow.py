@@ -36,7 +36,7 @@ import numpy as np
 
 from dlcrun.engines import ShuffleFolder, register
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError, one_line
-from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, project_config, selected_snapshot
+from dlcrun.inference import TENSORFLOW, Analyzer, ModelSpec, installed, project_config, selected_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,15 @@ class TensorflowEngine:
 
     def supports(self, precision: str, device: str) -> str | None:
         return None if precision == "fp32" else "runs fp32 only"
+
+    def missing_here(self) -> str | None:
+        if installed("tensorflow"):
+            return None
+        return (
+            "is a TensorFlow-engine (DLC 2.x) model and neither this environment nor an image has TensorFlow: "
+            "build the TensorFlow image (make image ENGINE=tensorflow) and pass --image, or run from .venv-tf "
+            "(make install-tf)"
+        )
 
     def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
         return pin(project, shuffle, trainingsetindex, snapshot)
