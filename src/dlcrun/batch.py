@@ -130,8 +130,11 @@ def dry_run(manifest_path: Path, settings: Settings, check: bool = True) -> list
 
 
 def _check(manifest_path: Path, settings: Settings, check: bool) -> _Checked:
-    """Everything a run needs, checked before it exists: the manifest, project and dest, that no
-    two videos share an output, the videos themselves (``check``), the pinned snapshot."""
+    """Everything a run needs, checked before it exists: that a cluster is asked for the GPU the
+    indices would use, the manifest, project and dest, that no two videos share an output, the
+    videos themselves (``check``), the pinned snapshot."""
+    if (reason := settings.cpu_on_a_cluster()) is not None:
+        raise ConfigError(reason)
     manifest = read_manifest(manifest_path)
     if settings.project is None:
         raise ConfigError("no DeepLabCut project: pass --project or set project in dlcrun.toml")

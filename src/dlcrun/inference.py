@@ -120,7 +120,7 @@ def shuffle_engine(project: Path, shuffle: int = 1, trainingsetindex: int = 0) -
         cfg = YAML(typ="safe").load((project / "config.yaml").read_text())
         fraction = cfg["TrainingFraction"][trainingsetindex]
         iteration = f"iteration-{cfg.get('iteration', 0)}"
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a missing folder, or a file given for it
         raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder") from None
     except (YAMLError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(f"{project / 'config.yaml'}: no TrainingFraction[{trainingsetindex}] ({exc})") from None

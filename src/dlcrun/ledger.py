@@ -36,7 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 from dlcrun.errors import RunError
 from dlcrun.files import Damaged, read_object, why, write_json
 from dlcrun.manifest import Manifest, read_manifest, write_manifest
-from dlcrun.settings import Resources, Settings
+from dlcrun.settings import Resources, Settings, explain
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +220,7 @@ class Run:
         try:
             return Settings.model_validate({**current.model_dump(mode="json"), **changes})
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-            )
-            raise RunError(f"{self.id}: {reasons}") from None
+            raise RunError(f"{self.id}: {explain(exc, changes)}") from None
 
     def write_settings(self, settings: Settings) -> None:
         """Replace settings.json, keeping any keys a newer dlcrun wrote there."""

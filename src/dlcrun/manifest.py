@@ -9,6 +9,7 @@ one is the selection wing's business; this module only writes and reads them.
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ from dlcrun.locations import check_text, normalize_location, shown
 
 # Where `dlcrun manifest` and `dlcrun sample` write when no --output is given (under the cwd).
 MANIFESTS = Path("manifests")
+# What `dlcrun manifest` reads, not what `submit` takes: refused by read_manifest naming the fix.
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv")
+# xlsx, xlsm and ods are zip archives; xls is an OLE2 compound file.
+WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+FIRST_LINE = "# dlcrun manifest"  # what write_manifest starts every manifest with
 
 
 @dataclass
@@ -49,7 +55,7 @@ def write_manifest(path: Path, manifest: Manifest) -> Path:
     path = Path(path)
     entries = _checked_entries(path, manifest.entries, "entry")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [f"# dlcrun manifest, written {stamp} by dlcrun {__version__}"]
+    lines = [f"{FIRST_LINE}, written {stamp} by dlcrun {__version__}"]
     lines += [f"# {shown(h)}" for h in manifest.header]  # a newline in a header would make an entry
     lines.append(f"# videos: {len(entries)}")
     lines += entries
@@ -58,12 +64,31 @@ def write_manifest(path: Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(path: Path) -> Manifest:
-    """A manifest's entries, normalised as ``write_manifest`` writes them (a hand-written one too)."""
+    """A manifest's entries, normalised as ``write_manifest`` writes them (a hand-written one too).
+
+    A spreadsheet (by its extension, unless ``write_manifest`` wrote it, or by its content) is
+    refused naming the command that makes a manifest of it, as is any other binary file.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such manifest (dlcrun manifest SHEET -o {path} writes one)") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: a folder, not a manifest (dlcrun manifest writes one)") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the manifest ({exc.strerror})") from None
+    ours = data.removeprefix(b"\xef\xbb\xbf").startswith(FIRST_LINE.encode())
+    if data.startswith(WORKBOOK_MAGIC) or (path.suffix.lower() in SPREADSHEETS and not ours):
+        raise ManifestError(
+            f"{path} is a spreadsheet: `dlcrun manifest {shlex.quote(str(path))}` writes the manifest to submit"
+        )
+    if b"\x00" in data and not data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 is said below
+        raise ManifestError(
+            f"{path}: binary data, not a manifest (one video per line; `dlcrun manifest SHEET` writes one)"
+        )
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     lines: list[tuple[int, str]] = []

@@ -159,7 +159,7 @@ def test_unknown_decoder_is_a_config_error_listing_the_known_ones() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown decoder 'nvdec' \(available here: opencv, pyav\)"):
         decoder_for("nvdec")
-    with pytest.raises(ConfigError, match=r"decoder: unknown decoder 'nvdec' \(dlcrun has: opencv, pyav\)"):
+    with pytest.raises(ConfigError, match=r"decoder 'nvdec': unknown \(dlcrun has: opencv, pyav\)"):
         load_settings(None, decoder="nvdec")
     assert load_settings(None, decoder="pyav").decoder == "pyav"
 

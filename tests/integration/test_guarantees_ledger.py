@@ -219,7 +219,7 @@ def _named(name: str, runner: Runner) -> SlurmScheduler:
 
 def test_an_invalid_resubmit_value_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     """Guarantee 2: `resubmit --mem 32GiB` (sbatch refuses that spelling: 'Invalid --mem
-    specification') or `--time 12h` is refused before anything is written, whatever the
+    specification') or `--time 12x` is refused before anything is written, whatever the
     scheduler (the local one ignores both and would have run with them)."""
     run = make_run(tmp_path, n=2)
     add_submission(run, "local", [GONE], [0, 1])
@@ -229,8 +229,8 @@ def test_an_invalid_resubmit_value_is_refused_before_anything_is_written(tmp_pat
     code, shown = invoke("resubmit", str(run.path), "--mem", "32GiB")
     assert code == 1 and "resources.mem" in shown and "32GiB" in shown, shown
     assert len(shown.strip().splitlines()) == 1, shown
-    code, shown = invoke("resubmit", str(run.path), "--time", "12h")
-    assert code == 1 and "resources.time" in shown, shown
+    code, shown = invoke("resubmit", str(run.path), "--time", "12x")
+    assert code == 1 and "resources.time '12x': not a wall time" in shown, shown
     assert snapshot(run.path) == before
 
 
@@ -381,7 +381,7 @@ def test_submit_dry_run_prints_the_array_that_would_run(tmp_path: Path, demo_pro
     config = tmp_path / "dlcrun.toml"
     common = ["submit", str(manifest), "--project", str(demo_project), "--dest", str(tmp_path / "out")]
     common += ["--runs-dir", str(tmp_path / "runs"), "--scheduler", "slurm", "--videos-per-task", "2"]
-    common += ["--max-running", "2", "--dry-run"]
+    common += ["--max-running", "2", "--device", "cpu", "--dry-run"]  # cpu said: no GPU asked for
     for size, expected in [(1000, ["--array=0-2%2"]), (2, ["--array=0-1%2", "--array=0-0%2"])]:
         config.write_text(f"max_array_size = {size}\n")
         code, shown = invoke(*common, "-c", str(config))

@@ -258,6 +258,8 @@ def test_refused_submission_leaves_no_run_directory(tmp_path: Path, demo_project
             str(tmp_path / "runs"),
             "--scheduler",
             "pbs",
+            "--device",
+            "cpu",  # no GPU asked for: said, or submit refuses before it reaches qsub
         ],
     )
     assert shown.exit_code == 1 and "qsub: command not found" in shown.output

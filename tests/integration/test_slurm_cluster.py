@@ -184,6 +184,7 @@ def start(tmp_path: Path, project: Path, videos: list[Path], **overrides: object
         scratch=tmp_path / "scratch",
         scheduler="slurm",
         resources=SMALL,
+        device="cpu",  # the test node has no GPU: said, or submit refuses a cluster array asking for none
         **overrides,
     )
     run, _ = batch.start_run(manifest, settings)

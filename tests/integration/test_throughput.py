@@ -301,7 +301,7 @@ def test_duration_and_sampling_settings() -> None:
 
     assert [parse_duration(t) for t in ("10s", "2min", "500ms", "1h", "0.5")] == [10, 120, 0.5, 3600, 0.5]
     assert load_settings(None, every="10s").every_seconds == 10
-    with pytest.raises(ConfigError, match="every: .*'ten' is not a duration"):
+    with pytest.raises(ConfigError, match="every 'ten': not a duration"):
         load_settings(None, every="ten")
     with pytest.raises(ConfigError, match="stride and every both set"):
         load_settings(None, every="10s", stride=5)

@@ -34,8 +34,10 @@ def test_latest_snapshot_ignores_best_and_other_files(tmp_path: Path) -> None:
 def test_training_request_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no DeepLabCut project"):
         start_training(load_settings(None, runs_dir=tmp_path))
-    with pytest.raises(ConfigError, match="no config.yaml"):
+    with pytest.raises(ConfigError, match="not a DeepLabCut project"):  # refused when the settings load
         start_training(load_settings(None, project=tmp_path, runs_dir=tmp_path))
+    with pytest.raises(ConfigError, match="no config.yaml"):  # a path this machine does not see: refused here
+        start_training(load_settings(None, project=tmp_path / "elsewhere", runs_dir=tmp_path))
     (tmp_path / "config.yaml").write_text("Task: x\n")
     with pytest.raises(ConfigError, match="--weights .*missing.pt: no such file"):
         start_training(load_settings(None, project=tmp_path, runs_dir=tmp_path), weights=tmp_path / "missing.pt")

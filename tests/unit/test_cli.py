@@ -56,6 +56,7 @@ def test_manifest_command_and_bad_row(tmp_path: Path) -> None:
     ],
 )
 def test_errors_are_one_line_with_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "config.yaml").write_text("Task: x\n")  # --project {tmp} is a project, as far as settings look
     result = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
@@ -76,5 +77,8 @@ def test_submit_refuses_a_project_without_snapshot(tmp_path: Path, tiny_videos) 
     project.mkdir()
     args = ["submit", str(manifest), "--project", str(project), "--dest", str(tmp_path / "k")]
     result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 1 and "no config.yaml" in result.output
+    assert result.exit_code == 1 and f"--project {project}: not a DeepLabCut project" in result.output
+    (project / "config.yaml").write_text("Task: x\n")  # a project's config, with no shuffle trained
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "no TrainingFraction[0]" in result.output, result.output
     assert not (tmp_path / "runs").exists(), "nothing is created for a run that cannot start"

@@ -111,6 +111,17 @@ def test_manifest_round_trip_and_header(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.txt"]  # no temp file left behind
 
 
+def test_a_manifest_dlcrun_wrote_is_read_whatever_its_name(tmp_path: Path) -> None:
+    """A spreadsheet's extension is refused by submit (the CLI tests), unless dlcrun wrote the file."""
+    target = write_manifest(tmp_path / "batch.csv", Manifest(entries=["/a/x.mp4"]))
+    assert read_manifest(target).entries == ["/a/x.mp4"]
+    (tmp_path / "hand.csv").write_text("/a/x.mp4\n")
+    with pytest.raises(ManifestError, match=r"hand.csv is a spreadsheet: `dlcrun manifest .*hand.csv` writes"):
+        read_manifest(tmp_path / "hand.csv")
+    with pytest.raises(ManifestError, match=r": a folder, not a manifest"):
+        read_manifest(tmp_path)
+
+
 def test_manifest_with_duplicate_lines_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.txt"
     path.write_text("# c\n/a.mp4\n\n/a.mp4\n")

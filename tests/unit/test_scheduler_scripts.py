@@ -406,7 +406,7 @@ def test_registry_names_every_backend() -> None:
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"resources.mem: '16 gigs' is not a memory size"):  # refused by the settings
+    with pytest.raises(ConfigError, match=r"resources.mem '16 gigs': not a memory size"):  # refused by the settings
         SlurmScheduler(Recorder()).plan(make_run(tmp_path, resources={"mem": "16 gigs"}, max_array_size=9), 1, 3, None)
     comma = tmp_path / "a,b"
     comma.mkdir()

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dlcrun import __version__
 from dlcrun.errors import DlcrunError, install_redaction, redact
@@ -46,7 +47,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DlcrunError as exc:
-            err.print(f"[red]error:[/red] {redact(exc)}", highlight=False, soft_wrap=True)
+            # The message as it is: a value the user gave may read as markup ([x]) or an emoji code (:x:).
+            err.print(f"[red]error:[/red] {escape(redact(exc))}", highlight=False, soft_wrap=True, emoji=False)
             raise typer.Exit(1) from None
         except ModuleNotFoundError as exc:
             top = (exc.name or "").split(".")[0]
@@ -90,10 +92,23 @@ def _root(
 
 def settings_from(config: Path | None, options: dict[str, Any], **more: Any) -> Any:
     """Settings from the file and environment, overridden by a command's ``options`` (its
-    ``locals()``) that are named like a setting and were given; ``more`` for any spelled otherwise."""
+    ``locals()``) that are named like a setting and were given; ``more`` for any spelled otherwise.
+    A bad value is blamed on the flag that gave it (``--every 10x: ...``)."""
     from dlcrun.settings import Settings, load_settings
 
-    return load_settings(config, **{k: v for k, v in options.items() if k in Settings.model_fields}, **more)
+    given = {k: v for k, v in options.items() if k in Settings.model_fields}
+    return load_settings(config, flags=flag_spellings([*given, *more], more.get("resources")), **given, **more)
+
+
+# Flags not spelled after their setting (``--save-csv``); tests/unit/test_refusals.py checks every command's.
+SPELLED_OTHERWISE = {"save_csv": "--csv"}
+
+
+def flag_spellings(names: list[str], resources: dict[str, Any] | None = None) -> dict[str, str]:
+    """Setting (``every``, ``resources.gpus``) -> the flag that gives it (``--every``, ``--gpus``)."""
+    spelled = {name: SPELLED_OTHERWISE.get(name, "--" + name.replace("_", "-")) for name in names}
+    spelled.update({f"resources.{name}": "--" + name.replace("_", "-") for name in resources or {}})
+    return spelled
 
 
 def warn(warnings: list[str]) -> None:

@@ -35,7 +35,7 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="images per training batch")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (gpu means cuda)")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
     image: ImageOpt = None,
@@ -105,9 +105,8 @@ def models(
 ) -> None:
     """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated."""
     from dlcrun.project import list_models
-    from dlcrun.settings import load_settings
 
-    folder = project or load_settings(config).project
+    folder = settings_from(config, locals()).project  # a config.yaml given stands for its folder
     if folder is None:
         raise DlcrunError("no project: pass --project or set project in dlcrun.toml")
     found = list_models(folder)

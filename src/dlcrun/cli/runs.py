@@ -26,7 +26,7 @@ def submit(
     shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
     snapshot: Annotated[Optional[str], typer.Option(help="snapshot file, 'best' or index (pinned now)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="frames per forward pass")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (gpu means cuda)")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 (DLC's keypoints), bf16 or fp16 (faster)")] = None,
     decoder: Annotated[
         Optional[str], typer.Option(help="video decoder: opencv (as DLC) or pyav (same frames, FFmpeg threads)")
@@ -121,7 +121,7 @@ def resubmit(
     config: ConfigOpt = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait")] = None,
     time_limit: Annotated[
-        Optional[str], typer.Option("--time", help="wall time per index from now on, HH:MM:SS (timed-out indices)")
+        Optional[str], typer.Option("--time", help="wall time per index from now on: HH:MM:SS, 12h, 1d12h")
     ] = None,
     mem: Annotated[Optional[str], typer.Option(help="memory per index from now on, e.g. 32G")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs per index from now on")] = None,

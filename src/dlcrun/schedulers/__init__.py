@@ -15,7 +15,7 @@ from typing import Protocol
 
 from dlcrun.errors import ConfigError
 from dlcrun.ledger import Run, Submission
-from dlcrun.settings import Resources
+from dlcrun.settings import Resources, known_scheduler
 
 PREVIOUS = "{previous}"  # in a plan's argv: the job id of the plan before it, known once submitted
 
@@ -76,8 +76,12 @@ _REGISTRY: dict[str, Callable[[], Scheduler]] = {}
 
 
 def register(name: str) -> Callable[[Callable[[], Scheduler]], Callable[[], Scheduler]]:
+    """A backend under ``name``; the settings then take ``scheduler = name`` (the built-in names
+    are known to them before any backend is imported)."""
+
     def wrap(factory: Callable[[], Scheduler]) -> Callable[[], Scheduler]:
         _REGISTRY[name] = factory
+        known_scheduler(name)
         return factory
 
     return wrap
