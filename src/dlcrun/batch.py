@@ -16,7 +16,7 @@ from pathlib import Path
 from dlcrun.container import runs_here
 from dlcrun.decoders import check_decoder
 from dlcrun.engines import engine_for, pin_in_image, pin_model
-from dlcrun.errors import ConfigError, DlcrunError, StorageError
+from dlcrun.errors import ClientMissing, ConfigError, DlcrunError, StorageError, SubmissionError, one_line
 from dlcrun.files import NAME_MAX, PART_NAME_EXTRA
 from dlcrun.inference import ModelSpec, Sampling, installed
 from dlcrun.ledger import Record, Run, Submission
@@ -256,17 +256,41 @@ def _max_running(settings: Settings, scheduler: str) -> int | None:
     return settings.max_running or (1 if scheduler == "local" else None)
 
 
-def live_states(run: Run, submissions: list[Submission]) -> dict[int, str]:
+@dataclass(frozen=True)
+class Unseen:
+    """A scheduler status could not ask: its client is missing here, or it did not answer."""
+
+    scheduler: str
+    said: str  # the error, one line
+    missing: str = ""  # the client not found on PATH (squeue, qstat), when that was why
+
+    @property
+    def why(self) -> str:
+        """A few words for the state's label: ``no squeue here``."""
+        return f"no {self.missing} here" if self.missing else f"{self.scheduler} did not answer"
+
+
+def live_states(run: Run, submissions: list[Submission], unseen: dict[str, Unseen] | None = None) -> dict[int, str]:
     """The schedulers' view by manifest index: each scheduler is asked once, about its own
     submissions; a live array index stands for the manifest lines it processes (its task group
-    of the submission's indices). Where two arrays hold one index, the later submission's says."""
+    of the submission's indices). Where two arrays hold one index, the later submission's says.
+
+    With ``unseen``, a scheduler that cannot be asked (SubmissionError: no ``squeue`` here, or it
+    failed) is noted there and left out, instead of raising."""
     by_scheduler: dict[str, list[Submission]] = {}
     for sub in submissions:
         by_scheduler.setdefault(sub.scheduler, []).append(sub)
     indices = {sub.number: sub.indices for sub in submissions}
     live: dict[int, str] = {}
     for name, subs in by_scheduler.items():
-        for (number, k), state in sorted(scheduler_for(name).states(run, subs).items()):
+        try:
+            answered = scheduler_for(name).states(run, subs)
+        except SubmissionError as exc:
+            if unseen is None:
+                raise
+            unseen[name] = Unseen(name, one_line(str(exc), 300), exc.command if isinstance(exc, ClientMissing) else "")
+            continue
+        for (number, k), state in sorted(answered.items()):
             if number in indices and k >= 0:
                 live.update((i, state) for i in run.task_group(indices[number], k))
     return live
@@ -280,7 +304,11 @@ class Status:
     records: dict[int, Record]
     counts: Counter[str] = field(default_factory=Counter)
     submissions: list[Submission] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # one line per damaged ledger file
+    warnings: list[str] = field(default_factory=list)  # one line per damaged ledger file (and per unseen scheduler)
+    # Schedulers that could not be asked, by name: their indices without a final record of their
+    # latest array read "unknown"; one warning line each (also in ``warnings``).
+    unseen: dict[str, Unseen] = field(default_factory=dict)
+    unseen_warnings: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Record]:
@@ -288,7 +316,19 @@ class Status:
 
     @property
     def finished(self) -> bool:
-        return all(s not in ("pending", "running", "queued") for s in self.states.values())
+        return all(s not in ("pending", "running", "queued", "unknown") for s in self.states.values())
+
+    def submission_for(self, index: int) -> Submission | None:
+        """The submission whose array ran ``index``'s recorded attempt, else (no record, or one that
+        cannot name its array) the last that queued it; None when neither is known."""
+        subs = {sub.number: sub for sub in self.submissions}
+        rec = None if index in self.run.damaged_records else self.records.get(index)  # not the stand-in record
+        number = _submission_of(rec, _jobs_by_key(self.submissions)) if rec is not None else None
+        if number in subs:
+            return subs[number]
+        if rec is not None and rec.submission is None and not rec.job_id:
+            return None  # dlcrun task --index: no array ran it
+        return last_submission(self.submissions).get(index)
 
 
 def last_submission(submissions: list[Submission]) -> dict[int, Submission]:
@@ -311,28 +351,48 @@ def _submission_of(record: Record, by_job: dict[str, int | None]) -> int | None:
     return by_job.get(_job_key(record.job_id)) if record.job_id else None
 
 
-DAMAGED = "its record is damaged (see the warning); counted as not done, resubmit reruns it"
-
-
-def status(run: Run) -> Status:
-    """Merge the ledger (the truth for finished indices) with the scheduler's live view.
-
-    Clocks are never compared (a compute node's clock is not the login node's): whether a
-    record still counts while its index is queued again is decided by submission numbers.
-    """
-    settings = run.settings  # first: what is wrong with it is warned about (or raised) like the ledger's files
-    records = run.records()
-    submissions = run.submissions()
-    live = live_states(run, submissions)
-    last_sub = last_submission(submissions)
+def _jobs_by_key(submissions: list[Submission]) -> dict[str, int | None]:
+    """Submission number by job key (``_job_key``); None for an id two submissions share."""
     by_job: dict[str, int | None] = {}
     for sub in submissions:
         for job in sub.job_ids:
             key = _job_key(job)
             by_job[key] = sub.number if by_job.get(key, sub.number) == sub.number else None  # a reused id: unknown
+    return by_job
+
+
+DAMAGED = "its record is damaged (see the warning); counted as not done, resubmit reruns it"
+
+
+def status(run: Run, need_scheduler: bool = False) -> Status:
+    """Merge the ledger (the truth for finished indices) with the scheduler's live view.
+
+    Clocks are never compared (a compute node's clock is not the login node's): whether a
+    record still counts while its index is queued again is decided by submission numbers.
+
+    A scheduler that cannot be asked (no ``squeue`` on this machine, or it failed) leaves the
+    ledger alone to say: an index of its arrays with a final record of the latest array that
+    queued it counts as that record says; any other (queued, running or gone: nothing tells
+    which) reads ``unknown``, and one warning line says why. ``need_scheduler`` (resubmit,
+    cancel: they act on what is queued) raises the scheduler's error instead.
+    """
+    settings = run.settings  # first: what is wrong with it is warned about (or raised) like the ledger's files
+    records = run.records()
+    submissions = run.submissions()
+    unseen: dict[str, Unseen] = {}
+    live = live_states(run, submissions, None if need_scheduler else unseen)
+    last_sub = last_submission(submissions)
+    by_job = _jobs_by_key(submissions)
     states: dict[int, str] = {}
     for i in range(len(run)):
         rec = records.get(i)
+        sub = last_sub.get(i)
+        if sub is not None and sub.scheduler in unseen and not sub.cancelled and i not in run.damaged_records:
+            # Only a final record of its latest array can be trusted: anything else may be queued or running.
+            ran_under = _submission_of(rec, by_job) if rec is not None else None
+            final = rec is not None and rec.state in FINAL and ran_under is not None and ran_under >= sub.number
+            states[i] = rec.state if final and rec is not None else "unknown"
+            continue
         if rec is None and i in run.damaged_records:
             if i in live:  # its array index is coming; it writes a new record over the damaged one
                 states[i] = "queued" if live[i] == "pending" else "running"
@@ -360,23 +420,33 @@ def status(run: Run) -> Status:
             states[i] = rec.state
         else:
             states[i] = "lost" if i in last_sub else "pending"
+    counts = Counter(states.values())
+    unknown = Counter(last_sub[i].scheduler for i, state in states.items() if state == "unknown")
+    blind = [
+        f"{u.said}; status shows the ledger alone: {unknown[name]} videos of its arrays without a final record "
+        "read unknown (queued, running or gone)"
+        for name, u in unseen.items()
+    ]
     return Status(
         run=run,
         settings=settings,
         states=states,
         records=records,
-        counts=Counter(states.values()),
+        counts=counts,
         submissions=submissions,
-        warnings=list(run.warnings.values()),
+        warnings=[*run.warnings.values(), *blind],
+        unseen=unseen,
+        unseen_warnings=blind,
     )
 
 
 def watch(run: Run, every: float = 1.0) -> Iterator[Status]:
-    """``status`` every ``every`` seconds until every index has finished (the last one yielded)."""
+    """``status`` every ``every`` seconds until every index has finished (the last one yielded),
+    or until a scheduler cannot be asked (what it would say stays unknown)."""
     while True:
         current = status(run)
         yield current
-        if current.finished:
+        if current.finished or current.unseen:
             return
         time.sleep(every)
 
@@ -390,7 +460,7 @@ def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: 
     a refused resubmission changes nothing in the run directory.
     """
     updated = run.scheduling(resources or {}, max_running) if resources or max_running is not None else None
-    current = status(run)
+    current = status(run, need_scheduler=True)
     todo = [i for i, s in sorted(current.states.items()) if s not in ("done", "running", "queued")]
     if not todo:
         return None
@@ -401,7 +471,7 @@ def cancel(run: Run) -> int:
     """Stop the arrays of the run that still have queued or running indices; indices it stops
     before they start then read ``cancelled``. Finished arrays are left alone: not signalled
     (their job ids may belong to someone else by now) and not marked cancelled."""
-    current = status(run)
+    current = status(run, need_scheduler=True)
     owner = last_submission(current.submissions)
     busy = {owner[i].number for i, state in current.states.items() if state in ("running", "queued") and i in owner}
     by_scheduler: dict[str, list[Submission]] = {}

@@ -137,6 +137,15 @@ class SubmissionError(DlcrunError):
     """The scheduler refused or could not be reached."""
 
 
+class ClientMissing(SubmissionError):
+    """A scheduler's client (``squeue``, ``qstat``, ``sbatch``) is not on PATH here: a machine
+    that is not a login node of the cluster. ``status`` then shows the ledger alone."""
+
+    def __init__(self, command: str):
+        super().__init__(f"{command}: command not found; run dlcrun on a login node of the cluster")
+        self.command = command
+
+
 class InferenceError(DlcrunError):
     """DeepLabCut could not analyse a video (unreadable, truncated, model mismatch)."""
 

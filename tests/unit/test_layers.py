@@ -23,7 +23,10 @@ LAYERS: list[tuple[str, set[str]]] = [
         "services",
         {"storage", "decoders", "schedulers", "engines", "inference", "container", "project", "labelling"},
     ),
-    ("use cases", {"selection", "listing", "sampling", "batch", "outputs", "task", "training", "doctor", "demo"}),
+    (
+        "use cases",
+        {"selection", "listing", "sampling", "batch", "report", "outputs", "task", "training", "doctor", "demo"},
+    ),
     ("interface", {"cli", "__main__"}),
 ]
 

@@ -83,11 +83,19 @@ def follow(run: Any) -> None:
 
 @app.command(rich_help_panel=PANEL)
 @friendly
-def status(run: RunArg = None, runs_dir: RunsDirOpt = None, config: ConfigOpt = None) -> None:
-    """Counts by state and every failure's reason (the newest run by default)."""
-    from dlcrun import batch
+def status(
+    run: RunArg = None,
+    runs_dir: RunsDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout, for scripts")] = False,
+) -> None:
+    """Counts by state, failures grouped by reason (job ids, logs), throughput and ETA (the newest run by default)."""
+    from dlcrun import batch, report
 
     current = batch.status(find_run(run, runs_dir, config))
+    if as_json:
+        typer.echo(views.status_json(report.summarize(current)))
+        return
     print_status(current)
 
 
@@ -107,9 +115,15 @@ def find_run(run: str | None, runs_dir: Path | None, config: Path | None) -> Any
 
 
 def print_status(current: Any) -> None:
+    """Warnings (the ledger's damaged files, a scheduler not asked) on stderr, then the report."""
+    from rich.markup import escape
+
+    from dlcrun.report import summarize
 
     print_warnings(current.run)
-    for shown in views.status(current):
+    for line in current.unseen_warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+    for shown in views.status(summarize(current)):
         out.print(shown, highlight=False, soft_wrap=True)
 
 

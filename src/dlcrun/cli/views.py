@@ -7,6 +7,7 @@ the CLI prints, so the CLI stays parse, call, print, and what a user reads can b
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
     from dlcrun.batch import Preflight, Status
     from dlcrun.doctor import Check
     from dlcrun.ledger import Record, Run, Submission
+    from dlcrun.report import Example, Group, Report
     from dlcrun.sampling import Sample
     from dlcrun.videos import Selection
 
-STATES = ("done", "running", "queued", "pending", "failed", "interrupted", "lost", "cancelled")
+STATES = ("done", "running", "queued", "pending", "failed", "interrupted", "lost", "cancelled", "unknown")
 FAILED = ("failed", "interrupted", "lost")
 ENDED = ("done", *FAILED, "cancelled")
 
@@ -48,8 +50,13 @@ def started(run: Run, preflight: Preflight | None, sub: Submission) -> list[str]
     return [*lines, f"  {array(run, sub)}"]
 
 
-def status(current: Status) -> list[RenderableType]:
-    """Counts by state, every failure with its reason, and what to do about them."""
+GROUPS_SHOWN = 8  # reasons printed; --json lists them all
+
+
+def status(report: Report) -> list[RenderableType]:
+    """Counts by state, failures grouped by reason (a few examples each, with job id and log),
+    what to do about them, throughput and an ETA: a few dozen lines at most, whatever the run's size."""
+    current = report.status
     run, settings, counts = current.run, current.settings, current.counts
     shown: list[RenderableType] = [f"run [bold]{run.id}[/bold]: {len(run)} videos -> {escape(str(settings.dest))}"]
     table = Table(show_header=True, header_style="bold", box=None)
@@ -57,16 +64,167 @@ def status(current: Status) -> list[RenderableType]:
     table.add_column("videos", justify="right")
     for state in STATES:
         if counts[state]:
-            table.add_row(state, str(counts[state]))
+            table.add_row(_state_label(current, state), str(counts[state]))
     shown.append(table)
-    for rec in current.failures:
-        shown.append(f"  [red]{current.states[rec.index]}[/red] #{rec.index} {escape(rec.video)}: {escape(rec.error)}")
-    if current.failures or counts["cancelled"]:
+    shown += _groups(report.groups)
+    if report.groups or counts["cancelled"]:
         shown.append(f"rerun them with: dlcrun resubmit {run.id}")
     if counts["interrupted"] and settings.scheduler != "local":
         limit = settings.resources.time
         shown.append(f"  stopped by the time limit ({limit})? resubmit with --time to ask for more")
-    return shown
+    return shown + _throughput(report)
+
+
+def _state_label(current: Status, state: str) -> str:
+    if state != "unknown" or not current.unseen:
+        return state
+    return f"unknown ({', '.join(u.why for u in current.unseen.values())})"
+
+
+def _groups(groups: Sequence[Group]) -> list[RenderableType]:
+    """Each reason once, largest group first: its count, the first example's words, up to three
+    videos with their job id and log; once, the scheduler's command for a job (Slurm: ``sacct -j``)."""
+    if not groups:
+        return []
+    total = sum(g.count for g in groups)
+    many = f", {len(groups)} reasons" if len(groups) > 1 else ""
+    lines: list[RenderableType] = [f"[bold]failures by reason[/bold] ({_videos(total)}{many}):"]
+    for group in groups[:GROUPS_SHOWN]:
+        lines.append(f"  [red]{group.state}[/red] {group.count}: {escape(group.reason)}")
+        folder = None  # where the logs named above are: the next one in it is named without its folder
+        for e in group.examples:
+            lines.append(f"    {escape(_example(e, folder))}")
+            folder = e.log.parent if e.log is not None else folder
+    if len(groups) > GROUPS_SHOWN:
+        rest = groups[GROUPS_SHOWN:]
+        lines.append(
+            f"  ... and {len(rest)} more reasons ({_videos(sum(g.count for g in rest))}): dlcrun status --json lists all"
+        )
+    inspect = next((e.inspect for g in groups for e in g.examples if e.inspect), None)
+    if inspect:
+        lines.append(f"  how the scheduler saw a job (exit code, memory, node): {escape(inspect)}")
+    return lines
+
+
+def _example(e: Example, folder: Path | None) -> str:
+    """``#index video  (job ID, log PATH)``: the log's name alone when it is in ``folder``."""
+    if not e.scheduler:
+        where = "no array (dlcrun task --index): its output went to that terminal"
+    else:
+        job = f"job {e.job_id}" if e.job_id else "job id unknown"
+        if e.log is None:
+            where = f"{job}, log: cannot tell where"
+        else:
+            where = f"{job}, log {e.log.name if e.log.parent == folder else e.log}"
+            where += "" if e.log_found else " (not there)"
+    return f"#{e.index} {e.video}  ({where})"
+
+
+def _throughput(report: Report) -> list[RenderableType]:
+    t, eta = report.throughput, report.eta
+    if not t.done:
+        return ["throughput: nothing done yet"]
+    speed = f"{t.frames_per_second:.1f} frames/s of inference" if t.frames_per_second else "no inference timed"
+    rate = f"; {t.videos_per_hour:.1f} videos/h since the first start" if t.videos_per_hour else ""
+    since = f" ({t.first_start:%Y-%m-%d %H:%M} UTC)" if t.first_start and rate else ""
+    found = f", {t.done - t.inferred} found done already" if t.inferred < t.done else ""
+    lines: list[RenderableType] = [
+        f"throughput: {speed} ({_videos(t.done)} done{found}, {t.frames:,} frames analysed){rate}{since}"
+    ]
+    if t.stage_seconds:
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(t.stage_seconds.items(), key=_stage_order))
+        lines.append(f"  per analysed video: {stages}")
+    if eta is not None:
+        lines.append(
+            f"ETA: about {_duration(eta.seconds)} for the {_videos(eta.videos)} running or queued "
+            f"(an estimate: {eta.videos_per_hour:.1f} videos/h so far, since the first start)"
+        )
+    return lines
+
+
+def _videos(n: int) -> str:
+    return f"{n} video" if n == 1 else f"{n} videos"
+
+
+_STAGES = ("fetch", "load", "infer", "upload")
+
+
+def _stage_order(item: tuple[str, float]) -> tuple[int, str]:
+    return (_STAGES.index(item[0]) if item[0] in _STAGES else len(_STAGES), item[0])
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+JSON_SCHEMA = 1  # bumped only when a key changes meaning or goes away
+
+
+def status_json(report: Report) -> str:
+    """``dlcrun status --json``: one object with stable keys (documented in the README)."""
+    current = report.status
+    run, t, eta = current.run, report.throughput, report.eta
+    data = {
+        "schema": JSON_SCHEMA,
+        "run": run.id,
+        "path": str(run.path),
+        "dest": current.settings.dest,
+        "videos": len(run),
+        "counts": {state: current.counts[state] for state in STATES},
+        "finished": current.finished,
+        "failures": [
+            {
+                "state": g.state,
+                "reason": g.reason,
+                "count": g.count,
+                "examples": [
+                    {
+                        "index": e.index,
+                        "video": e.video,
+                        "error": e.error,
+                        "scheduler": e.scheduler or None,
+                        "job_id": e.job_id or None,
+                        "log": None if e.log is None else str(e.log),
+                        "log_found": e.log_found,
+                    }
+                    for e in g.examples
+                ],
+            }
+            for g in report.groups
+        ],
+        "throughput": {
+            "done": t.done,
+            "analysed": t.inferred,
+            "frames": t.frames,
+            "infer_seconds": round(t.infer_seconds, 3),
+            "frames_per_second": _rounded(t.frames_per_second),
+            "videos_per_hour": _rounded(t.videos_per_hour),
+            "first_start": t.first_start.isoformat() if t.first_start else None,
+            "wall_hours": _rounded(t.wall_hours, 4),
+            "stage_seconds": {k: round(v, 3) for k, v in t.stage_seconds.items()},
+        },
+        "eta": None
+        if eta is None
+        else {
+            "seconds": round(eta.seconds),
+            "videos": eta.videos,
+            "videos_per_hour": round(eta.videos_per_hour, 2),
+            "basis": eta.basis,
+        },
+        "unseen": {name: {"reason": u.said, "missing": u.missing or None} for name, u in current.unseen.items()},
+        "warnings": current.warnings,
+    }
+    return json.dumps(data, indent=2)
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def progress(current: Status) -> tuple[int, str]:

@@ -29,6 +29,17 @@ class JobPlan:
     script_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class TaskLog:
+    """Where one array index of a submission ran: its scheduler job id ("" when it cannot be
+    told), the file its stdout/stderr went to (None when it cannot be told), and the command that
+    shows how the scheduler saw that job ("" when there is none to suggest)."""
+
+    job_id: str
+    path: Path | None
+    inspect: str = ""
+
+
 class Scheduler(Protocol):
     name: str
 
@@ -47,6 +58,12 @@ class Scheduler(Protocol):
         still knows, keyed by (submission number, array index K within that submission). K is
         what the task is given: a split submission's offsets are applied. Indices that ended are
         left out: their records say how."""
+        ...
+
+    def task_log(self, run: Run, sub: Submission, array_index: int, job_id: str) -> TaskLog:
+        """The job id and log file of array index ``array_index`` of ``sub``, as its job script
+        names them; ``job_id`` is what the index's record says it ran as ("" without a record,
+        e.g. an index lost before it started). Reads the ledger only, never the scheduler."""
         ...
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dlcrun.files import Damaged, read_object, write_json
 from dlcrun.ledger import Run, Submission
-from dlcrun.schedulers import JobPlan, register, task_argv
+from dlcrun.schedulers import JobPlan, TaskLog, register, task_argv
 from dlcrun.settings import Resources
 
 
@@ -64,6 +64,13 @@ class LocalScheduler:
                 if s in ("pending", "running"):
                     out[(sub.number, k)] = s
         return out
+
+    def task_log(self, run: Run, sub: Submission, array_index: int, job_id: str) -> TaskLog:
+        """``logs/<submission>_<array index>.out``: the file the supervisor opens for each task;
+        the job id, without a record's, as the supervisor gives it (``local-<pid>_<k>``)."""
+        found = _JOB.fullmatch(sub.job_ids[0]) if sub.job_ids and not job_id else None
+        job_id = f"local-{found.group(1)}_{array_index}" if found else job_id
+        return TaskLog(job_id, run.path / "logs" / f"{sub.number:03d}_{array_index}.out")
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
         """SIGTERM to each array's supervisor and its tasks, only while the PID is still ours."""

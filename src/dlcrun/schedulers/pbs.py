@@ -26,7 +26,7 @@ from pathlib import Path
 from dlcrun.errors import SubmissionError, one_line
 from dlcrun.files import write_json
 from dlcrun.ledger import Run, Submission
-from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
+from dlcrun.schedulers import PREVIOUS, JobPlan, TaskLog, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
     checked,
@@ -157,6 +157,22 @@ class PbsScheduler:
             if state in _PENDING | _RUNNING:
                 out[(number, k)] = "running" if state in _RUNNING else "pending"
         return out
+
+    def task_log(self, run: Run, sub: Submission, array_index: int, job_id: str) -> TaskLog:
+        """``logs/<job>_<index>.out``, as the job script names it: the job's sequence number (its id
+        up to the first ``[`` or ``.``) and the subjob index, which is the array index itself (a
+        plain one-index job is given its array's first). Without a record's job id, the array
+        holding ``array_index`` is found from the arrays file."""
+        if not re.match(r"\d+", job_id):
+            path = _arrays_file(run, sub.number, self.flavor)
+            holding = [
+                (first, job) for job, first in read_arrays(run, path, sub.job_ids, "first") if first <= array_index
+            ]
+            if not holding:
+                return TaskLog(job_id, None)
+            _, job = max(holding)
+            job_id = job.replace("[]", f"[{array_index}]")
+        return TaskLog(job_id, run.path / "logs" / f"{_sequence(job_id)}_{array_index}.out")
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
         if not job_ids:

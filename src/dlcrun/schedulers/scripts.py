@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dlcrun.errors import ConfigError, SubmissionError, one_line
+from dlcrun.errors import ClientMissing, ConfigError, SubmissionError, one_line
 from dlcrun.files import Damaged, read_object_list
 from dlcrun.ledger import Run
 from dlcrun.schedulers import PREVIOUS, JobPlan
@@ -32,7 +32,7 @@ def run_command(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise SubmissionError(f"{argv[0]}: command not found; run dlcrun on a login node of the cluster") from None
+        raise ClientMissing(argv[0]) from None
     except subprocess.TimeoutExpired:
         raise SubmissionError(f"{argv[0]} did not answer in 120 s; is the scheduler up?") from None
 

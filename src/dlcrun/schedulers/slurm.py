@@ -17,7 +17,7 @@ from pathlib import Path
 from dlcrun.errors import SubmissionError, one_line
 from dlcrun.files import write_json
 from dlcrun.ledger import Run, Submission
-from dlcrun.schedulers import PREVIOUS, JobPlan, register, task_argv
+from dlcrun.schedulers import PREVIOUS, JobPlan, TaskLog, register, task_argv
 from dlcrun.schedulers.scripts import (
     Runner,
     checked,
@@ -128,6 +128,20 @@ class SlurmScheduler:
                 number, offset = arrays[array_job]
                 out[(number, offset + task)] = "running" if state in _RUNNING else "pending"
         return out
+
+    def task_log(self, run: Run, sub: Submission, array_index: int, job_id: str) -> TaskLog:
+        """``logs/%A_%a.out`` (sbatch --output): the array's job id and the task id within it, which
+        is what the record's job id is (``<array job>_<task>``). Without one, the array holding
+        ``array_index`` is found from the arrays file (a split submission: offset applied)."""
+        if not re.fullmatch(r"\d+_\d+", job_id):
+            arrays = read_arrays(run, _arrays_file(run, sub.number), sub.job_ids, "offset")
+            holding = [(offset, job) for job, offset in arrays if offset <= array_index]
+            if not holding:
+                return TaskLog(job_id, None)
+            offset, job = max(holding)
+            job_id = f"{job}_{array_index - offset}"
+        # sacct needs Slurm's accounting (slurmdbd): a hint for the user, never asked here.
+        return TaskLog(job_id, run.path / "logs" / f"{job_id}.out", inspect=f"sacct -j {job_id}")
 
     def cancel(self, run: Run, job_ids: list[str]) -> None:
         if not job_ids:
