@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -16,13 +17,15 @@ from pathlib import Path
 from dlcrun.container import runs_here
 from dlcrun.decoders import check_decoder
 from dlcrun.engines import engine_for, pin_in_image, pin_model
-from dlcrun.errors import ClientMissing, ConfigError, DlcrunError, StorageError, SubmissionError, one_line
-from dlcrun.files import NAME_MAX, PART_NAME_EXTRA
+from dlcrun.errors import ClientMissing, ConfigError, DlcrunError, RunError, StorageError, SubmissionError, one_line
+from dlcrun.estimate import Estimate, estimate
+from dlcrun.files import NAME_MAX, PART_NAME_EXTRA, write_text
 from dlcrun.inference import ModelSpec, Sampling, installed
-from dlcrun.ledger import Record, Run, Submission
+from dlcrun.ledger import DRY_RUN, DryRunMark, Record, Run, Submission, now
 from dlcrun.locations import basename, output_folders, scheme_of
 from dlcrun.manifest import Manifest, read_manifest
-from dlcrun.schedulers import JobPlan, scheduler_for
+from dlcrun.schedulers import PREVIOUS, JobPlan, scheduler_for, unreachable
+from dlcrun.schedulers.scripts import write_script
 from dlcrun.settings import Settings
 from dlcrun.storage import StoredObject, storage_for
 
@@ -33,6 +36,7 @@ FINAL = ("done", "failed", "interrupted")
 class Preflight:
     videos: int
     total_bytes: int
+    sizes: list[int] = field(default_factory=list)  # bytes per manifest line, in order (a dry run's estimate)
 
 
 # A folder holding this many of a manifest's videos is listed once instead of asked about each.
@@ -65,16 +69,12 @@ def check_sources(manifest: Manifest) -> Preflight:
     with ThreadPoolExecutor(max_workers=8) as pool:
         asked = dict(zip(todo, pool.map(lambda entry: storage_for(entry).stat(entry), todo)))
     found_all = [listed.get(e) or asked[e] for e in manifest.entries]
-    missing, total = [], 0
-    for entry, found in zip(manifest.entries, found_all):
-        if found is None:
-            missing.append(entry)
-        else:
-            total += found.size
+    missing = [entry for entry, found in zip(manifest.entries, found_all) if found is None]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise StorageError(f"{len(missing)} manifest videos not found: {', '.join(missing[:3])}{more}")
-    return Preflight(videos=len(manifest.entries), total_bytes=total)
+    sizes = [found.size for found in found_all if found is not None]
+    return Preflight(videos=len(manifest.entries), total_bytes=sum(sizes), sizes=sizes)
 
 
 def _absolute(settings: Settings) -> Settings:
@@ -114,6 +114,7 @@ def launch(manifest_path: Path, settings: Settings, check: bool = True) -> tuple
     no run is left behind that never ran (``status`` would show it as all pending forever).
     """
     run, preflight = start_run(manifest_path, settings, check)
+    note_unreachable(run)
     try:
         return run, preflight, submit(run)
     except DlcrunError:
@@ -121,12 +122,106 @@ def launch(manifest_path: Path, settings: Settings, check: bool = True) -> tuple
         raise
 
 
-def dry_run(manifest_path: Path, settings: Settings, check: bool = True) -> list[JobPlan]:
-    """What ``launch`` would write and run (``submit --dry-run``), after the same checks; nothing
-    is written: the plan is made for the run as it would be created (``Run.planned``)."""
+def note_unreachable(run: Run) -> None:
+    """A warning on ``run`` when the cluster's nodes may not start the dlcrun its job scripts call."""
+    if (found := unreachable(run)) is not None:
+        run.warn(Path(found[0]), found[1])
+
+
+@dataclass
+class DryRun:
+    """What ``submit --dry-run`` made: a run directory marked as a dry run, holding the job
+    scripts and the commands that would queue them, and an estimate of what they would take."""
+
+    run: Run
+    preflight: Preflight | None  # None with --no-check
+    plans: list[JobPlan]  # in the order they would be submitted
+    commands: Path  # submissions/<n>.submit.sh: the submit commands, in that order
+    estimate: Estimate
+
+
+def dry_run(manifest_path: Path, settings: Settings, check: bool = True) -> DryRun:
+    """Everything ``launch`` does but queue (``submit --dry-run``).
+
+    After the same checks the run directory is created for real, marked as a dry run
+    (``dry-run.json``), with the exact job scripts at the paths their commands name and the
+    submit commands, in order, in ``submissions/<n>.submit.sh``: what a user reads is what
+    would run, and stays to be read. ``status`` says it is a dry run; ``resubmit`` and ``cancel``
+    refuse it. The estimate comes from an earlier run of the same model (``estimate.py``).
+    Anything that fails on the way removes the directory again: no half-made dry run is left.
+    """
     ready = _check(manifest_path, settings, check)
-    run = Run.planned(ready.settings.runs_dir, ready.settings, ready.manifest, ready.spec.to_dict(), ready.name)
-    return plan(run)
+    mark = DryRunMark(made=now(), manifest=os.path.abspath(manifest_path))
+    model = ready.spec.to_dict()
+    run = Run.create(ready.settings.runs_dir, ready.settings, ready.manifest, model, ready.name, dry=mark)
+    try:
+        note_unreachable(run)
+        plans = plan(run)
+        for job in plans:
+            if job.script is not None and job.script_path is not None:
+                write_script(job.script_path, job.script)
+        commands = run.path / "submissions" / f"{run.next_submission_number():03d}.submit.sh"
+        write_text(commands, submit_commands(run, plans, mark))
+        found = estimate(run, ready.preflight.sizes if ready.preflight is not None else None)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return DryRun(run=run, preflight=ready.preflight, plans=plans, commands=commands, estimate=found)
+
+
+def submit_commands(run: Run, plans: list[JobPlan], mark: DryRunMark) -> str:
+    """The submit commands of ``plans`` as a commented bash file, in order. An array that waits
+    for the one before it (its plan holds ``PREVIOUS``) gets that one's job id through the shell
+    variable ``$previous``, fed by the command before it, and explained once.
+
+    The file refuses to run: arrays queued by hand would be unknown to the ledger (no job ids for
+    ``status``, no ``.indices`` file for their tasks to read), so it is kept to be read."""
+    chained = any(PREVIOUS in word for job in plans for word in job.argv)
+    lines = [
+        "#!/bin/bash",
+        f"# dlcrun submit --dry-run ({mark.made}): the commands that would queue run {run.id}, in order.",
+        "# Nothing was queued. To queue the run, submit its manifest again without --dry-run:",
+        f"#   dlcrun submit {shlex.quote(mark.manifest)} ... (the same options)",
+        "# dlcrun then records the job ids in the ledger; running these commands by hand would not.",
+    ]
+    if chained:
+        lines += [
+            "# An array that waits for the one before it names that array's job id as $previous: the id",
+            "# the command before it printed (sbatch --parsable may add ';<cluster>', removed here).",
+        ]
+    lines += ["", 'echo "$0: a dry run\'s commands, kept to be read; dlcrun submit queues the run" >&2', "exit 1", ""]
+    for k, job in enumerate(plans):
+        words = " ".join(_shell_word(word) for word in job.argv)
+        if k + 1 < len(plans) and any(PREVIOUS in word for word in plans[k + 1].argv):
+            lines += [f"previous=$({words}) || exit", "previous=${previous%%;*}"]
+        else:
+            lines.append(words)
+    return "\n".join(lines) + "\n"
+
+
+def _shell_word(word: str) -> str:
+    """``word`` quoted for bash, with the job id placeholder as ``"$previous"``."""
+    if PREVIOUS not in word:
+        return shlex.quote(word)
+    return '"$previous"'.join(shlex.quote(part) if part else "" for part in word.split(PREVIOUS))
+
+
+def dry_words(run: Run, mark: DryRunMark, verb: str = "") -> str:
+    """One line: ``run`` is a dry run, nothing was submitted (so nothing to ``verb``), and how to submit it."""
+    when = f" (made {mark.made[:16].replace('T', ' ')} UTC)" if mark.made else ""
+    manifest = shlex.quote(mark.manifest) if mark.manifest else "MANIFEST"
+    so = f", so there is nothing to {verb}" if verb else ""
+    return (
+        f"run {run.id} is a dry run{when}: nothing was submitted{so}; to queue it: dlcrun submit {manifest} "
+        "with the same options, without --dry-run"
+    )
+
+
+def _refuse_dry(run: Run, verb: str) -> None:
+    """A dry run has no arrays: resubmitting or cancelling one is a mistake, said in one line."""
+    mark = run.dry
+    if mark is not None:
+        raise RunError(dry_words(run, mark, verb))
 
 
 def _check(manifest_path: Path, settings: Settings, check: bool) -> _Checked:
@@ -377,6 +472,8 @@ def status(run: Run, need_scheduler: bool = False) -> Status:
     cancel: they act on what is queued) raises the scheduler's error instead.
     """
     settings = run.settings  # first: what is wrong with it is warned about (or raised) like the ledger's files
+    if (mark := run.dry) is not None:  # the newest run (Run.find) may be one: said once, above its pending counts
+        run.warnings[str(run.path / DRY_RUN)] = dry_words(run, mark)
     records = run.records()
     submissions = run.submissions()
     unseen: dict[str, Unseen] = {}
@@ -451,15 +548,23 @@ def watch(run: Run, every: float = 1.0) -> Iterator[Status]:
         time.sleep(every)
 
 
-def resubmit(run: Run, resources: dict[str, object] | None = None, max_running: int | None = None) -> Submission | None:
+def resubmit(
+    run: Run,
+    resources: dict[str, object] | None = None,
+    max_running: int | None = None,
+    flags: dict[str, str] | None = None,
+) -> Submission | None:
     """A new array of the indices that are not done and not queued or running.
 
     ``resources`` (e.g. ``{"time": "12:00:00"}``) and ``max_running`` change what this and later
     arrays ask for: the usual answer to indices interrupted by the time limit. They are validated
     before anything is written, and settings.json holds them only once the new array is queued:
-    a refused resubmission changes nothing in the run directory.
+    a refused resubmission changes nothing in the run directory. ``flags`` name the flag each
+    setting came from (``resources.time`` -> ``--time``), for the error that refuses a value.
     """
-    updated = run.scheduling(resources or {}, max_running) if resources or max_running is not None else None
+    _refuse_dry(run, "resubmit")
+    changed = resources or max_running is not None
+    updated = run.scheduling(resources or {}, max_running, flags) if changed else None
     current = status(run, need_scheduler=True)
     todo = [i for i, s in sorted(current.states.items()) if s not in ("done", "running", "queued")]
     if not todo:
@@ -471,6 +576,7 @@ def cancel(run: Run) -> int:
     """Stop the arrays of the run that still have queued or running indices; indices it stops
     before they start then read ``cancelled``. Finished arrays are left alone: not signalled
     (their job ids may belong to someone else by now) and not marked cancelled."""
+    _refuse_dry(run, "cancel")
     current = status(run, need_scheduler=True)
     owner = last_submission(current.submissions)
     busy = {owner[i].number for i, state in current.states.items() if state in ("running", "queued") and i in owner}

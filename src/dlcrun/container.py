@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def bind_paths(run: Run) -> list[str]:
     filesystem root is never bound.
     """
     settings = run.settings
-    runs = str(run.path.resolve().parent)  # exists once the run does (a dry run plans it before)
+    runs = str(run.path.resolve().parent)  # the runs folder, which holds the run directory
     wanted: list[str | Path] = []
     if settings.project is not None:
         wanted.append(Path(settings.project))
@@ -125,6 +126,79 @@ def image_prefix(image: str | None, binds: list[str], scratch: Path | None = Non
         f'--env PYTHONNOUSERSITE=1 --env PYTHONPATH= {shlex.quote(image)} "$@"'
     )
     return ["sh", "-c", script, "dlcrun-image"]
+
+
+def dlcrun_command(image: str | None) -> list[str]:
+    """How a job starts dlcrun: the image's (on its PATH) when the job runs in an image, else
+    this very dlcrun by absolute path, never whatever ``dlcrun`` a compute node's PATH finds.
+
+    A venv that is not activated where the job runs (``.venv/bin/dlcrun submit``) is still
+    found this way. The console script next to this Python is used as it is spelled, not
+    resolved: a venv's ``python`` is a symlink out of the venv.
+    """
+    if not runs_here(image):
+        return ["dlcrun"]
+    script = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "dlcrun")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [os.path.abspath(sys.executable), "-m", "dlcrun"]
+
+
+# Filesystems a cluster's nodes share; a program on one of these is seen by the compute nodes
+# if they mount it at the same path, which is the usual layout (home, project, software trees).
+SHARED_FILESYSTEMS = {
+    "nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "cephfs", "ceph", "panfs",
+    "wekafs", "fuse.sshfs", "fuse.glusterfs", "glusterfs", "pvfs2", "orangefs", "fuse.beegfs", "afs", "cvmfs",
+    "fuse.cvmfs", "9p", "virtiofs", "quobyte", "fuse.quobyte", "vast",
+}  # fmt: skip
+# Places every machine has its own of: a program there is never the one a compute node sees.
+NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+
+
+def reach(
+    program: str,
+    executable: bool = True,
+    mounts: Path = Path("/proc/self/mountinfo"),
+    node_local: tuple[str, ...] = NODE_LOCAL,
+) -> str | None:
+    """Why jobs on other nodes may not find ``program`` (a path; an image when not
+    ``executable``), or None when they should: it must exist here, and live on a filesystem the
+    nodes share. A local disk may be mounted on the nodes too, which cannot be told from here:
+    that is said, not refused. A bare name (the image's dlcrun) is the image's to find."""
+    if os.sep not in program:
+        return None
+    program = os.path.abspath(program)
+    if not (os.access(program, os.X_OK) if executable else os.path.isfile(program)):
+        return "does not exist here; the jobs could not start it"
+    real = os.path.realpath(program)
+    if any(real == top or real.startswith(top + "/") for top in node_local):
+        return f"is in this machine's own /{real.split('/')[1]}; compute nodes have their own and will not find it"
+    point, fstype = _mount_of(real, mounts)
+    if fstype is None or fstype in SHARED_FILESYSTEMS:
+        return None
+    return (
+        f"cannot tell whether compute nodes see it ({point} is a local {fstype} filesystem here); "
+        "if they do not, install dlcrun on shared storage or set image"
+    )
+
+
+def _mount_of(path: str, mounts: Path) -> tuple[str, str | None]:
+    """The mount point holding ``path`` and its filesystem type, from a mountinfo file."""
+    best, fstype = "", None
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return "", None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, right.split()[0]
+    return best, fstype
 
 
 def _video_roots(entries: list[str]) -> list[str]:

@@ -49,7 +49,7 @@ def window(start: Any, end: Any, dayfirst: bool = False) -> tuple[dt.datetime, d
 
 
 def bounds(
-    since: str | None, until: str | None, dayfirst: bool = False, flags: tuple[str, str] = ("--from", "--to")
+    since: str | None, until: str | None, dayfirst: bool = False, flags: tuple[str, str] = ("--since", "--until")
 ) -> tuple[dt.datetime | None, dt.datetime | None]:
     """A command's window options as datetimes; either side may be open; errors name ``flags``."""
     lo = hi = None

@@ -10,6 +10,8 @@ to lock. Array indices write only their own record, so they never contend.
     records/<i>.json     one per manifest index once it has started
     submissions/<n>.json one per array submitted (job ids, the indices it covers)
     logs/                scheduler stdout/stderr per index
+    dry-run.json         only in a run made by ``submit --dry-run``: nothing was queued for it
+                         (its job scripts and ``submissions/<n>.submit.sh`` are kept to be read)
 
 Every read tolerates damage (a file emptied by a full disk, truncated, edited by hand, or
 written by a newer dlcrun with keys this one does not know): unknown keys are ignored, and a
@@ -100,13 +102,28 @@ class Submission:
     cancelled: str | None = None  # when `dlcrun cancel` stopped it
 
 
+DRY_RUN = "dry-run.json"
+
+
+@dataclass(frozen=True)
+class DryRunMark:
+    """What marks a run made by ``submit --dry-run``: when, and the manifest to submit for real.
+
+    Written before settings.json, so no directory that is a run lacks it once it was a dry run."""
+
+    made: str
+    manifest: str  # the manifest file as given to submit, made absolute
+    queued: bool = False  # always False: said in the file for whoever reads it by hand
+
+
 # Validate what a file holds against the dataclass (types, nested outputs); unknown keys are dropped.
 _RECORD = TypeAdapter(Record)
 _SUBMISSION = TypeAdapter(Submission)
+_DRY_RUN = TypeAdapter(DryRunMark)
 
 
 class Run:
-    """An existing run directory (or, from ``planned``, one not written yet)."""
+    """An existing run directory."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -115,7 +132,6 @@ class Run:
         self._manifest: Manifest | None = None
         self._per_task: int | None = None
         self._proposed: Settings | None = None
-        self._planned: tuple[Settings, dict[str, Any]] | None = None  # settings and model of a planned run
         # One line per damaged or surprising ledger file, by path: what status/resubmit/cancel show.
         self.warnings: dict[str, str] = {}
         self._shown: set[str] = set()
@@ -127,32 +143,26 @@ class Run:
         return self.path.name
 
     @classmethod
-    def create(cls, runs_dir: Path, settings: Settings, manifest: Manifest, model: dict[str, Any], name: str) -> Run:
+    def create(
+        cls,
+        runs_dir: Path,
+        settings: Settings,
+        manifest: Manifest,
+        model: dict[str, Any],
+        name: str,
+        dry: DryRunMark | None = None,
+    ) -> Run:
+        """A new run directory; with ``dry``, one marked as a dry run (nothing will be queued)."""
         path = _new_path(Path(runs_dir), name)
         (path / "records").mkdir(parents=True)
         (path / "logs").mkdir()
         (path / "submissions").mkdir()
         write_manifest(path / "manifest.txt", manifest)
         write_json(path / "model.json", model)
+        if dry is not None:
+            write_json(path / DRY_RUN, asdict(dry))
         write_json(path / "settings.json", settings.model_dump(mode="json"))
         return cls(path)
-
-    @classmethod
-    def planned(cls, runs_dir: Path, settings: Settings, manifest: Manifest, model: dict[str, Any], name: str) -> Run:
-        """The run ``create`` would make, held in memory: its would-be path, settings, model and
-        manifest, and nothing on disk. A dry run plans from it (the job script names the real
-        paths) without creating a run directory only to delete it again; it cannot be written to.
-        """
-        run = cls.__new__(cls)
-        run.path = _new_path(Path(runs_dir), name)
-        run._manifest = manifest
-        run._per_task = None
-        run._proposed = None
-        run._planned = (settings, model)
-        run.warnings = {}
-        run._shown = set()
-        run.damaged_records = {}
-        return run
 
     @classmethod
     def find(cls, run: str | Path | None, runs_dir: Path) -> Run:
@@ -193,8 +203,6 @@ class Run:
         Keys a newer dlcrun wrote are dropped with a warning; anything else wrong is a RunError."""
         if self._proposed is not None:
             return self._proposed
-        if self._planned is not None:
-            return self._planned[0]
         path = self.path / "settings.json"
         data = self._indispensable("settings.json")
         known, unknown = _known_settings(data)
@@ -205,7 +213,9 @@ class Run:
         except ValidationError as exc:
             raise RunError(f"{path}: damaged ({why(exc)}); nothing in this run can start without it") from None
 
-    def scheduling(self, resources: dict[str, Any], max_running: int | None = None) -> Settings:
+    def scheduling(
+        self, resources: dict[str, Any], max_running: int | None = None, flags: dict[str, str] | None = None
+    ) -> Settings:
         """The settings with what later arrays ask the scheduler for changed (more time, memory,
         another partition), validated; nothing is written (``write_settings`` does, once queued).
 
@@ -220,7 +230,7 @@ class Run:
         try:
             return Settings.model_validate({**current.model_dump(mode="json"), **changes})
         except ValidationError as exc:
-            raise RunError(f"{self.id}: {explain(exc, changes)}") from None
+            raise RunError(f"{self.id}: {explain(exc, changes, flags)}") from None
 
     def write_settings(self, settings: Settings) -> None:
         """Replace settings.json, keeping any keys a newer dlcrun wrote there."""
@@ -249,9 +259,20 @@ class Run:
 
     @property
     def model(self) -> dict[str, Any]:
-        if self._planned is not None:
-            return self._planned[1]
         return self._indispensable("model.json")
+
+    @property
+    def dry(self) -> DryRunMark | None:
+        """How the run was made by ``submit --dry-run``; None for a run that was submitted. A
+        damaged mark still marks it (with a warning): only its details are lost."""
+        path = self.path / DRY_RUN
+        try:
+            return _DRY_RUN.validate_python(read_object(path))
+        except FileNotFoundError:
+            return None
+        except (Damaged, ValidationError) as exc:
+            self.warn(path, f"damaged ({why(exc)}); still a dry run")
+            return DryRunMark(made="", manifest="")
 
     @property
     def manifest(self) -> Manifest:

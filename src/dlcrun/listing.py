@@ -1,4 +1,4 @@
-"""Folder listings as dated videos: ``manifest --from`` and the folders of a selection sheet.
+"""Folder listings as dated videos: ``manifest --folder`` and the folders of a selection sheet.
 
 Any storage backend's listing goes through here, so a local disk and a ``dropbox:`` folder
 behave alike: only video files count, Dropbox conflicted copies and names holding a control

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcrun.batch import Status
-from dlcrun.errors import redact
+from dlcrun.batch import FINAL, Status
+from dlcrun.errors import one_line, redact
 from dlcrun.ledger import Record
 from dlcrun.locations import basename
 from dlcrun.schedulers import TaskLog, scheduler_for
@@ -38,6 +38,9 @@ class Example:
     log: Path | None = None  # its job's stdout/stderr; None when it cannot be told
     log_found: bool = False  # whether that file exists now
     inspect: str = ""  # the scheduler's command that shows how it saw the job (Slurm: sacct -j ID)
+    # For an index gone without a record: the last line its log holds (redacted), often the why:
+    # "dlcrun: ... not found on node7", Slurm's "CANCELLED ... DUE TO TIME LIMIT", an OOM kill.
+    last_words: str = ""
 
 
 @dataclass
@@ -162,6 +165,23 @@ def _place(current: Status, example: Example) -> None:
     found = locate(current.run, sub, array_index, example.job_id) if locate else TaskLog(example.job_id, None)
     example.job_id, example.log, example.inspect = found.job_id, found.path, found.inspect
     example.log_found = found.path is not None and found.path.is_file()
+    if example.log_found and found.path is not None and (rec is None or rec.state not in FINAL):
+        example.last_words = last_line(found.path)
+
+
+LOG_TAIL = 4096  # bytes read from the end of a log: its last line, whatever the log's size
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log (redacted, at most 200 characters); "" if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - LOG_TAIL))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return one_line(redact(lines[-1]), 200) if lines else ""
 
 
 def _when(text: str) -> dt.datetime | None:

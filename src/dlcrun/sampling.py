@@ -91,7 +91,7 @@ def draw(
 ) -> Sample:
     """``n`` videos from those starting in [since, until], spread evenly over the ``per`` strata."""
     if n < 1:
-        raise ManifestError(f"--n must be at least 1, not {n}")
+        raise ManifestError(f"--count must be at least 1, not {n}")
     warnings = []
     pool = list(videos)
     if since is not None or until is not None:
@@ -99,7 +99,7 @@ def draw(
         if undated:
             warnings.append(
                 f"{len(undated)} video(s) have no start time (no date column, name does not match the pattern) "
-                f"and were left out of the --from/--to window: {', '.join(v.uri for v in undated[:3])}"
+                f"and were left out of the --since/--until window: {', '.join(v.uri for v in undated[:3])}"
             )
         pool = [
             v
@@ -110,8 +110,8 @@ def draw(
     for v in pool:
         groups.setdefault(stratum_of(v, per) if per else "", []).append(v)
     if len(pool) < n:
-        where = " in the --from/--to window" if since is not None or until is not None else ""
-        raise ManifestError(f"--n {n}: only {len(pool)} videos{where} to sample from; ask for fewer")
+        where = " in the --since/--until window" if since is not None or until is not None else ""
+        raise ManifestError(f"--count {n}: only {len(pool)} videos{where} to sample from; ask for fewer")
     alloc = allocate({k: len(g) for k, g in groups.items()}, n, seed)
     chosen: list[Video] = []
     strata = []
@@ -119,8 +119,8 @@ def draw(
         picked = sorted(groups[key], key=lambda v: _rank(seed, v.uri))[: alloc[key]]
         chosen += sorted(picked, key=lambda v: (v.start or dt.datetime.min, v.uri))
         strata.append(Stratum(key=key, available=len(groups[key]), chosen=alloc[key]))
-    span = "".join(f" {name}={when:%Y-%m-%dT%H:%M:%S}" for name, when in (("from", since), ("to", until)) if when)
-    header = [f"sample: n={n} seed={seed}" + f" per={per}" * bool(per) + span]
+    span = "".join(f" {name}={when:%Y-%m-%dT%H:%M:%S}" for name, when in (("since", since), ("until", until)) if when)
+    header = [f"sample: count={n} seed={seed}" + f" per={per}" * bool(per) + span]
     header += [f"stratum {s.key or '(blank)'}: {s.chosen} of {s.available}" for s in strata if per]
     return Sample(videos=chosen, strata=strata, header=header, warnings=warnings)
 

@@ -5,7 +5,7 @@
 one video per row. A lab with months of 24/7 video rarely lists files: a selection sheet says
 which folder (a tank, a camera) to analyse between which dates, and the recording software
 (iSpy) puts each video's start time in its name; each folder is listed through the Storage
-seam, so a local disk and a ``dropbox:`` root behave alike. ``--from`` lists one folder
+seam, so a local disk and a ``dropbox:`` root behave alike. ``--folder`` lists one folder
 (``listing``). All three yield the same ``Video`` type, so ``dlcrun sample`` treats them alike.
 """
 
@@ -47,7 +47,7 @@ from dlcrun.videos import RowResult, Selection, Video
 class Request:
     """What the user asked for, each flag as given (None, False or empty: not given).
 
-    Exactly one of ``sheet`` and ``listing`` (``--from``). ``root`` is ``--root`` and ``source``
+    Exactly one of ``sheet`` and ``listing`` (``--folder``). ``root`` is ``--root`` and ``source``
     the settings' root, used when ``--root`` is not given; ``name_pattern`` is ``--name-pattern``
     as given and ``pattern`` the one in force (the settings', which include the flag). Flags are
     kept as given so that one that means nothing for the sheet's kind is refused, not ignored.
@@ -86,7 +86,7 @@ def build(request: Request) -> Selection:
     """
     r = request
     if (r.sheet is None) == (r.listing is None):
-        raise ManifestError("give a spreadsheet or --from FOLDER (one of them)")
+        raise ManifestError("give a spreadsheet or --folder FOLDER (one of them)")
     if r.listing is not None:
         _refuse_sheet_flags(r)
         return from_folder(
@@ -141,7 +141,7 @@ def _refuse_sheet_flags(r: Request) -> None:
         "--sheet": r.worksheet,
     }
     if given := [flag for flag, value in sheet_only.items() if value]:
-        raise ManifestError(f"{', '.join(given)}: for spreadsheets, not --from")
+        raise ManifestError(f"{', '.join(given)}: for spreadsheets, not --folder")
 
 
 def _refuse_other_kinds_flags(kind: SheetKind, sheet: Sheet, r: Request) -> None:

@@ -65,7 +65,13 @@ class Resources(BaseModel):
     time: str = Field("04:00:00", description="wall time per array index: HH:MM:SS, or 12h, 90m, 1d12h")
     partition: str = Field("", description="Slurm partition / PBS queue; empty: the default")
     account: str = Field("", description="account or allocation to charge; empty: the default")
-    extra: list[str] = Field(default_factory=list, description="extra scheduler arguments")
+    qos: str = Field("", description="Slurm quality of service; empty: the default (PBS and Torque have none)")
+    constraint: str = Field(
+        "",
+        description="node features: Slurm --constraint (e.g. a100|h100), a Torque node property, or a PBS Pro "
+        "host resource as name=value; empty: any node",
+    )
+    extra: list[str] = Field(default_factory=list, description="extra scheduler arguments, one per directive line")
 
     # Refused here, before a resubmission writes anything, rather than by sbatch/qsub later.
     @field_validator("mem")
@@ -145,7 +151,34 @@ class Settings(BaseSettings):
     engine: Literal["auto", "pytorch", "tensorflow"] = Field(
         "auto", description="DeepLabCut engine of the shuffle (auto: read from the project; for doctor)"
     )
+    prelude: list[str] = Field(
+        default_factory=list,
+        description="shell lines every job script runs before dlcrun (module load ..., conda activate ...); "
+        "a string is split into lines",
+    )
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("prelude", mode="before")
+    @classmethod
+    def _prelude_lines(cls, value: Any) -> Any:
+        """A TOML multi-line string or an environment variable holds lines too."""
+        if isinstance(value, str):
+            return [line for line in value.splitlines() if line.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _resources_the_scheduler_has(self) -> Settings:
+        """Words a scheduler has no directive for, refused before anything else happens."""
+        res = self.resources
+        if res.qos and self.scheduler in ("pbs", "torque"):
+            raise ValueError(
+                f"resources.qos: {self.scheduler} has no quality of service; ask for a queue with --partition instead"
+            )
+        if res.constraint and self.scheduler == "pbs" and not re.fullmatch(r"[A-Za-z_][\w.-]*=\S+", res.constraint):
+            raise ValueError(
+                "resources.constraint: PBS Pro selects nodes by host resources; give name=value (e.g. gpu_model=h100)"
+            )
+        return self
 
     @field_validator("project")
     @classmethod
@@ -353,12 +386,20 @@ def _one_line(exc: ValidationError, sources: _Sources) -> str:
             parts.append(
                 f"{sources.unknown(loc)}unknown setting '{field}' (known: {', '.join(sorted(model.model_fields))})"
             )
-        elif not loc:  # a rule across settings (stride and every)
-            parts.append(message)
+        elif not loc:  # a rule across settings: blamed on the setting its message names first, if any
+            named = _NAMED.match(message)
+            if named:
+                path = tuple(named.group(1).split("."))
+                parts.append(f"{sources.blame(path, _lookup(sources.given, path)[1])}: {named.group(2)}")
+            else:
+                parts.append(message)
         else:
             parts.append(f"{sources.blame(loc, err.get('input'))}: {message}")
     return "; ".join(parts)
 
+
+# "resources.qos: ..." - a cross-setting rule's message that starts with the setting to blame.
+_NAMED = re.compile(r"((?:resources\.)?[a-z_]+): (.*)", re.DOTALL)
 
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 

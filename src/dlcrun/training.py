@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dlcrun.container import image_prefix
+from dlcrun.container import dlcrun_command, image_prefix
 from dlcrun.engines import engine_of
 from dlcrun.errors import ConfigError, DlcrunError, one_line
 from dlcrun.files import read_json, write_json
@@ -99,9 +99,9 @@ def start_training(
     )
     write_json(workdir / REQUEST, asdict(request))
     argv = image_prefix(settings.image, [str(runs_dir), str(project)])
-    argv += ["dlcrun", "train-task", "--workdir", str(workdir)]
+    argv += dlcrun_command(settings.image) + ["train-task", "--workdir", str(workdir)]
     scheduler = scheduler_for(settings.scheduler)
-    request.job_id = scheduler.submit_training(workdir, argv, settings.resources)
+    request.job_id = scheduler.submit_training(workdir, argv, settings.resources, settings.prelude)
     request.submitted = now()
     write_json(workdir / REQUEST, asdict(request))
     return Training(workdir, request)

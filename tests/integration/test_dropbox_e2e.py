@@ -94,7 +94,7 @@ def test_array_run_from_dropbox_to_dropbox(
         app,
         [
             "manifest",
-            "--from",
+            "--folder",
             "dropbox:/Videos/2026-10",
             "--since",
             "2026-10-01",

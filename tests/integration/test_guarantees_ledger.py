@@ -184,18 +184,18 @@ def test_keys_a_newer_dlcrun_wrote_are_ignored_everywhere(tmp_path: Path) -> Non
     settings_path = run.path / "settings.json"
     frozen = json.loads(settings_path.read_text())
     frozen["tracker"] = {"kind": "new"}
-    frozen["resources"]["qos"] = "long"
+    frozen["resources"]["gpu_model"] = "h200"
     write_json(settings_path, frozen)
 
     code, shown = invoke("status", str(run.path))
     assert code == 0, shown
     (line,) = lines_naming(shown, "settings.json")
-    assert line.startswith("warning:") and "tracker" in line and "resources.qos" in line, line
+    assert line.startswith("warning:") and "tracker" in line and "resources.gpu_model" in line, line
     current = batch.status(run)
     assert current.states == {0: "done", 1: "lost"} and current.records[0].outputs[0].uri == "/out/a.h5"
     run.write_settings(run.scheduling({"time": "12:00:00"}))
     kept = json.loads(settings_path.read_text())
-    assert kept["tracker"] == {"kind": "new"} and kept["resources"]["qos"] == "long"
+    assert kept["tracker"] == {"kind": "new"} and kept["resources"]["gpu_model"] == "h200"
     assert kept["resources"]["time"] == "12:00:00"
 
 
@@ -227,10 +227,10 @@ def test_an_invalid_resubmit_value_is_refused_before_anything_is_written(tmp_pat
     record(run, 1, "failed", submission=1, error="no such video")
     before = snapshot(run.path)
     code, shown = invoke("resubmit", str(run.path), "--mem", "32GiB")
-    assert code == 1 and "resources.mem" in shown and "32GiB" in shown, shown
+    assert code == 1 and "--mem 32GiB: not a memory size" in shown, shown  # blamed on the flag
     assert len(shown.strip().splitlines()) == 1, shown
     code, shown = invoke("resubmit", str(run.path), "--time", "12x")
-    assert code == 1 and "resources.time '12x': not a wall time" in shown, shown
+    assert code == 1 and "--time 12x: not a wall time" in shown, shown
     assert snapshot(run.path) == before
 
 
@@ -353,18 +353,18 @@ def test_dry_run_plans_the_array_that_would_run(tmp_path: Path) -> None:
     (0-1, then 0-0 at offset 2 waiting on the first) and every video once."""
     run = make_run(tmp_path, n=5, scheduler="slurm", videos_per_task=2, max_array_size=1000)
     (one,) = batch.plan(run)
-    assert "--array=0-2" in one.argv
+    assert one.script is not None and "#SBATCH --array=0-2\n" in one.script
 
     split = make_run(tmp_path / "split", n=5, scheduler="slurm", videos_per_task=2, max_array_size=2, max_running=2)
     plans = batch.plan(split)
-    arrays = [next(a for a in p.argv if a.startswith("--array=")) for p in plans]
-    assert arrays == ["--array=0-1%2", "--array=0-0%2"]
+    scripts = [p.script or "" for p in plans]
+    arrays = [next(x for x in s.splitlines() if x.startswith("#SBATCH --array=")) for s in scripts]
+    assert arrays == ["#SBATCH --array=0-1%2", "#SBATCH --array=0-0%2"]
     assert "--dependency=afterany:{previous}" in plans[1].argv
     covered = []
-    for plan, array in zip(plans, arrays):
-        export = next(a for a in plan.argv if a.startswith("--export="))
-        offset = int(export.partition("DLCRUN_ARRAY_OFFSET=")[2] or 0)
-        last = int(array.removeprefix("--array=0-").partition("%")[0])
+    for script, array in zip(scripts, arrays):
+        offset = int(script.partition("export DLCRUN_ARRAY_OFFSET=")[2].partition("\n")[0] or 0)
+        last = int(array.removeprefix("#SBATCH --array=0-").partition("%")[0])
         covered += [i for k in range(last + 1) for i in split.task_group(list(range(5)), offset + k)]
     assert covered == [0, 1, 2, 3, 4]
     assert not list((split.path / "submissions").iterdir()), "a plan writes nothing"
@@ -373,8 +373,9 @@ def test_dry_run_plans_the_array_that_would_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_submit_dry_run_prints_the_array_that_would_run(tmp_path: Path, demo_project: Path, tiny_videos) -> None:
     """Guarantee 5, through `dlcrun submit --dry-run --videos-per-task 2` over five videos (the
-    model is pinned for real): `--array=0-2`, not 0-4; split into chained arrays, the job script
-    is printed once and the placeholder for the previous array's job id is explained."""
+    model is pinned for real): `--array=0-2`, not 0-4; split into chained arrays, each array's job
+    script is kept in the dry run's directory and the commands file feeds the later array the
+    earlier one's job id."""
     videos = tiny_videos(tmp_path / "videos", [f"v{i}.mp4" for i in range(5)])
     manifest = tmp_path / "batch.txt"
     manifest.write_text("".join(f"{v}\n" for v in videos))
@@ -384,13 +385,19 @@ def test_submit_dry_run_prints_the_array_that_would_run(tmp_path: Path, demo_pro
     common += ["--max-running", "2", "--device", "cpu", "--dry-run"]  # cpu said: no GPU asked for
     for size, expected in [(1000, ["--array=0-2%2"]), (2, ["--array=0-1%2", "--array=0-0%2"])]:
         config.write_text(f"max_array_size = {size}\n")
+        known = set((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else set()
         code, shown = invoke(*common, "-c", str(config))
         assert code == 0, shown
-        lines = [x for x in shown.splitlines() if x.startswith("sbatch ")]
-        assert [next(w for w in x.split() if w.startswith("--array=")) for x in lines] == expected
-        assert shown.count("#!/bin/bash") == 1, shown
+        (path,) = set((tmp_path / "runs").glob("*")) - known
+        run = Run(path)
+        assert run.dry is not None and f"run {run.id} kept in {path}" in shown
+        scripts = [p.script_path for p in batch.plan(run)]
+        assert all(s is not None and s.is_file() for s in scripts), "each array's script is kept"
+        arrays = [next(w for w in s.read_text().split() if w.startswith("--array=")) for s in scripts if s]
+        assert arrays == expected
+        assert "#!/bin/bash" not in shown, "the scripts are named, not printed"
+        commands = (path / "submissions" / "001.submit.sh").read_text()
         if size == 2:
-            assert "DLCRUN_ARRAY_OFFSET=2" in lines[1] and "# {previous}: the job id" in shown, shown
-        script = next(x for x in shown.splitlines() if x.startswith("# ---- "))
-        assert script.startswith(f"# ---- {tmp_path / 'runs'}/") and script.endswith("/submissions/001.slurm ----")
-    assert not (tmp_path / "runs").exists(), "a dry run plans the run directory without creating it"
+            assert "DLCRUN_ARRAY_OFFSET=2" in scripts[1].read_text()  # type: ignore[union-attr]
+            assert 'afterany:"$previous"' in commands and "each array waits for the one before it" in shown
+        assert not list((path / "submissions").glob("*.json")), "nothing was queued"

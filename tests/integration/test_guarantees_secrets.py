@@ -269,7 +269,7 @@ def test_a_request_error_becomes_a_redacted_one_line_storage_error(dropbox_emula
 def test_cli_with_a_cr_token_works_and_with_an_embedded_one_says_which_variable(
     dropbox_emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Guarantee: on the login node, `dlcrun manifest --from dropbox:...` with a token ending in CR
+    """Guarantee: on the login node, `dlcrun manifest --folder dropbox:...` with a token ending in CR
     works; with a CR/LF inside it exits 1 with one line naming the variable; neither shows the token."""
     from typer.testing import CliRunner
 
@@ -281,14 +281,14 @@ def test_cli_with_a_cr_token_works_and_with_an_embedded_one_says_which_variable(
     dropbox_emulator.put_file("/Videos/cam1_2026-10-02_10-00-00.mp4", b"video")
     outputs = []
     monkeypatch.setenv(ACCESS, f"{token}\r")
-    made = CliRunner().invoke(app, ["manifest", "--from", "dropbox:/Videos", "-o", "m.txt"])
+    made = CliRunner().invoke(app, ["manifest", "--folder", "dropbox:/Videos", "-o", "m.txt"])
     outputs.append(made.output)
     assert made.exit_code == 0, (made.output, made.exception)
     lines = [line for line in (tmp_path / "m.txt").read_text().splitlines() if not line.startswith("#")]
     assert lines == ["dropbox:/Videos/cam1_2026-10-02_10-00-00.mp4"]
 
     monkeypatch.setenv(ACCESS, f"{token}\r\nX-Injected: 1")
-    refused = CliRunner().invoke(app, ["manifest", "--from", "dropbox:/Videos", "-o", "n.txt"])
+    refused = CliRunner().invoke(app, ["manifest", "--folder", "dropbox:/Videos", "-o", "n.txt"])
     outputs.append(refused.output)
     assert refused.exit_code == 1 and not (tmp_path / "n.txt").exists()
     assert isinstance(refused.exception, SystemExit), f"not a one-line error: {refused.exception!r}"

@@ -179,13 +179,13 @@ def test_control_character_in_a_hand_written_manifest_is_refused_naming_the_line
 
 
 def test_listing_names_with_control_characters_are_skipped_with_a_warning(tmp_path: Path) -> None:
-    """`manifest --from` skips a video whose name holds a newline, naming it in a one-line warning;
+    """`manifest --folder` skips a video whose name holds a newline, naming it in a one-line warning;
     it used to write the name as two manifest lines."""
     folder = tmp_path / "videos"
     folder.mkdir()
     (folder / "a.mp4").write_bytes(b"v")
     (folder / "bad\nname.mp4").write_bytes(b"v")
-    done = dlcrun(tmp_path, "manifest", "--from", "videos", "-o", "m.txt")
+    done = dlcrun(tmp_path, "manifest", "--folder", "videos", "-o", "m.txt")
     assert done.returncode == 0, done.stderr
     warning = [line for line in done.stderr.splitlines() if "control character" in line]
     assert len(warning) == 1 and "bad\\nname.mp4" in warning[0], done.stderr

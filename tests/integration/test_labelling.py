@@ -28,7 +28,7 @@ def test_sample_extracts_frames_into_the_project(tmp_path: Path, demo_project: P
         [
             "sample",
             str(sheet),
-            "--n",
+            "--count",
             "2",
             "--per",
             "camera",

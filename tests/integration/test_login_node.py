@@ -127,7 +127,7 @@ def test_submit_from_a_login_node_pins_in_the_image_and_runs_there(
 
     sheet = tmp_path / "videos.csv"
     sheet.write_text("video\n" + "".join(f"{v}\n" for v in videos))
-    extract = login("sample", str(sheet), "--n", "1", "-o", "s.txt", "--extract-to", str(tmp_path / "frames"))
+    extract = login("sample", str(sheet), "--count", "1", "-o", "s.txt", "--extract-to", str(tmp_path / "frames"))
     assert extract.returncode == 1
     assert extract.stderr.strip().startswith("error: this needs DeepLabCut, which is not installed here"), (
         extract.stderr

@@ -1,4 +1,4 @@
-"""Manifests from a folder listing (`manifest --from`, local or Dropbox), selection sheets on a
+"""Manifests from a folder listing (`manifest --folder`, local or Dropbox), selection sheets on a
 Dropbox root, and the pre-submit check on Dropbox entries."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_cli_manifest_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.Mo
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"v")
         os.utime(path, (noon(day), noon(day)))
-    result = CliRunner().invoke(app, ["manifest", "--from", "videos", "--since", "2026-10-02", "--recursive"])
+    result = CliRunner().invoke(app, ["manifest", "--folder", "videos", "--since", "2026-10-02", "--recursive"])
     assert result.exit_code == 0, result.output
     written = read_manifest(tmp_path / "manifests" / "videos.txt")
     assert written.entries == [
@@ -92,10 +92,10 @@ def test_cli_manifest_from_a_local_folder(tmp_path: Path, monkeypatch: pytest.Mo
     ]
     assert f"listing: {tmp_path / 'videos'} since=2026-10-02 by modified recursive" in written.header
 
-    both = CliRunner().invoke(app, ["manifest", "sheet.xlsx", "--from", "videos"])
+    both = CliRunner().invoke(app, ["manifest", "sheet.xlsx", "--folder", "videos"])
     assert both.exit_code == 1 and "one of them" in both.output
-    camera = CliRunner().invoke(app, ["manifest", "--from", "videos", "--camera", "cam1", "--probe"])
-    assert camera.exit_code == 1 and "--camera, --probe: for spreadsheets, not --from" in camera.output
+    camera = CliRunner().invoke(app, ["manifest", "--folder", "videos", "--camera", "cam1", "--probe"])
+    assert camera.exit_code == 1 and "--camera, --probe: for spreadsheets, not --folder" in camera.output
 
 
 @pytest.mark.dropbox
@@ -111,7 +111,7 @@ def test_cli_manifest_from_dropbox_then_check_sources(
     dropbox_emulator.page_size = 1
 
     result = CliRunner().invoke(
-        app, ["manifest", "--from", "dropbox:/Videos/2026-10", "--since", "2026-10-01", "-o", "batch.txt"]
+        app, ["manifest", "--folder", "dropbox:/Videos/2026-10", "--since", "2026-10-01", "-o", "batch.txt"]
     )
     assert result.exit_code == 0, result.output
     assert "2 videos, 0.00 GB, from dropbox:/Videos/2026-10" in result.output
@@ -127,7 +127,7 @@ def test_cli_manifest_from_dropbox_then_check_sources(
     with pytest.raises(StorageError, match=r"1 manifest videos not found: dropbox:/Videos/2026-10/cam1_2026-10-03"):
         check_sources(Manifest(entries=manifest.entries))
 
-    missing = CliRunner().invoke(app, ["manifest", "--from", "dropbox:/Nowhere"])
+    missing = CliRunner().invoke(app, ["manifest", "--folder", "dropbox:/Nowhere"])
     assert missing.exit_code == 1 and "dropbox:/Nowhere: no such folder on Dropbox" in missing.output
 
 

@@ -1,10 +1,12 @@
 """PBS Pro and Torque through an emulation: no PBS server can run here.
 
 ``EmulatedPbs`` stands in for the qsub/qstat/qdel clients (it is the command runner the PBS
-backend is given) and plays the server and MoM: qsub parses the exact command line dlcrun
-builds, then runs the rendered job script under bash once per array index, as pbs_mom does,
-with ``PBS_ARRAY_INDEX`` (PBS Pro) or ``PBS_ARRAYID`` (Torque), ``PBS_JOBID``, a per-job
-``TMPDIR`` and the ``-v``/``-V`` environment, at most ``%N`` at a time; qstat answers in
+backend is given) and plays the server and MoM: qsub reads the script's ``#PBS`` directives as
+qsub does (up to the first command; the command line's options after them), then runs the
+rendered job script under bash once per array index, as pbs_mom does, in a login shell's
+environment (not the test's: the script must find dlcrun itself), with ``PBS_ARRAY_INDEX`` (PBS
+Pro) or ``PBS_ARRAYID`` (Torque), ``PBS_JOBID``, a per-job ``TMPDIR`` and any ``-v``/``-V``
+environment, at most ``%N`` at a time; qstat answers in
 ``qstat -f -t`` form. Everything on dlcrun's side is real: the registry, batch.submit/status/
 resubmit, the job scripts and DeepLabCut in every index.
 """
@@ -12,6 +14,7 @@ resubmit, the job scripts and DeepLabCut in every index.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -54,7 +57,7 @@ class EmulatedPbs:
 
     def qsub(self, args: list[str]) -> tuple[int, str, str]:
         opts: dict[str, list[str]] = {}
-        it = iter(args)
+        it = iter([*directives(Path(args[-1])), *args])
         script = ""
         for word in it:
             if word in VALUED:
@@ -149,6 +152,17 @@ class EmulatedPbs:
         return 0, "", ""
 
 
+def directives(script: Path) -> list[str]:
+    """The words of a script's #PBS lines, read as qsub reads them: until the first command."""
+    words: list[str] = []
+    for line in script.read_text().splitlines()[1:]:
+        if line.startswith("#PBS"):
+            words += shlex.split(line[len("#PBS") :])
+        elif line.strip() and not line.startswith("#"):
+            break
+    return words
+
+
 def emulated(flavor: Flavor, node: Path) -> tuple[str, EmulatedPbs]:
     """Register '<flavor>-emulation' (the registry's public door) bound to one emulated server."""
     node.mkdir()
@@ -181,15 +195,16 @@ def wait_for(run: Run, timeout: float = 600) -> tuple[batch.Status, set[str]]:
 
 
 @pytest.fixture
-def path_with_dlcrun(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Job scripts call `dlcrun`: the one under test (as an activated environment would provide)."""
-    import sys
-
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+def path_without_dlcrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `dlcrun` on PATH, the one the job scripts are given included (a venv used without
+    activating it, as on a real cluster): the scripts call dlcrun by its absolute path."""
+    kept = [d for d in os.environ["PATH"].split(os.pathsep) if d and not os.access(os.path.join(d, "dlcrun"), os.X_OK)]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    assert shutil.which("dlcrun") is None
 
 
 def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
-    tmp_path: Path, demo_project: Path, tiny_videos, path_with_dlcrun: None
+    tmp_path: Path, demo_project: Path, tiny_videos, path_without_dlcrun: None
 ) -> None:
     """PBS Pro emulation: -J array with %2, PBS_ARRAY_INDEX; a one-index resubmit is a plain job."""
     name, server = emulated(PRO, tmp_path / "node")
@@ -199,7 +214,9 @@ def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
     sub = batch.submit(run)
     assert sub.job_ids == ["701[].emu"] and sub.scheduler == name
     (qsub,) = server.calls
-    assert qsub[qsub.index("-J") + 1] == "0-2%2"
+    assert qsub == ["qsub", str(run.path / "submissions" / "001.pbs-emulation")]  # all else is in the script
+    words = directives(Path(qsub[-1]))
+    assert words[words.index("-J") + 1] == "0-2%2"
     final, seen = wait_for(run)
     assert final.states == {0: "done", 1: "failed", 2: "done"}
     assert "running" in seen  # qstat's view reached status while indices ran
@@ -211,20 +228,22 @@ def test_pbs_pro_array_emulation_failure_then_single_index_resubmit(
     again = batch.resubmit(run)
     assert again is not None and again.indices == [1] and again.job_ids == ["702.emu"]
     plain = server.calls[-1]
-    assert plain[0] == "qsub" and "-J" not in plain and "PBS_ARRAY_INDEX=0" in plain[plain.index("-v") + 1].split(",")
+    assert plain[0] == "qsub" and "-J" not in directives(Path(plain[-1]))
+    assert "export PBS_ARRAY_INDEX=0\n" in Path(plain[-1]).read_text()
     final, _ = wait_for(run)
     assert final.counts["done"] == 3 and run.record(1).attempts == 2
     assert not list((tmp_path / "scratch").iterdir())
 
 
-def test_torque_array_emulation(tmp_path: Path, demo_project: Path, tiny_videos, path_with_dlcrun: None) -> None:
+def test_torque_array_emulation(tmp_path: Path, demo_project: Path, tiny_videos, path_without_dlcrun: None) -> None:
     """Torque emulation: -t array with %1 and PBS_ARRAYID."""
     name, server = emulated(TORQUE, tmp_path / "node")
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4"])
     run = start(tmp_path, demo_project, videos, name, max_running=1)
     sub = batch.submit(run)
     (qsub,) = server.calls
-    assert qsub[qsub.index("-t") + 1] == "0-1%1" and "-J" not in qsub
+    words = directives(Path(qsub[-1]))
+    assert words[words.index("-t") + 1] == "0-1%1" and "-J" not in words
     final, seen = wait_for(run)
     assert final.states == {0: "done", 1: "done"}
     assert "queued" in seen  # index 1 waited behind the slot limit

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,8 +111,9 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
     env = {**os.environ, "SLURM_CONF": str(conf)}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(conf))
-        # Jobs inherit this environment (--export=ALL): `dlcrun` must be the one under test.
-        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        # Jobs inherit this environment (--export=ALL), without any `dlcrun` on PATH (a venv used
+        # without activating it): the job scripts call the one under test by its absolute path.
+        mp.setenv("PATH", os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if not _has_dlcrun(d)))
         try:
             subprocess.run(
                 [
@@ -202,15 +202,24 @@ def follow(run: Run, timeout: float = 600) -> tuple[batch.Status, int]:
     return waiting.wait_for(run, timeout, each=count_running), most
 
 
+def _has_dlcrun(folder: str) -> bool:
+    return bool(folder) and os.access(os.path.join(folder, "dlcrun"), os.X_OK)
+
+
 def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
     slurm_cluster: Path, tmp_path: Path, demo_project: Path, tiny_videos
 ) -> None:
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4", "c.mp4"])
     videos[2].write_bytes(os.urandom(4096))  # c.mp4: corrupt
-    run = start(tmp_path, demo_project, videos, max_running=1)
+    prelude = ["export DLCRUN_TEST_PRELUDE=1", 'echo "prelude ran with ${UNSET_IN_PRELUDE} unset allowed"']
+    run = start(tmp_path, demo_project, videos, max_running=1, prelude=prelude)
     first_settings, first_model = run.settings, run.model
     sub = batch.submit(run)
     assert len(sub.job_ids) == 1 and sub.job_ids[0].isdigit() and sub.scheduler == "slurm"
+    # The directive-style script was submitted as it is: what Slurm holds came from its #SBATCH lines.
+    assert shutil.which("dlcrun") is None, "no dlcrun on PATH: the script names its own"
+    held = subprocess.run(["scontrol", "show", "job", sub.job_ids[0]], capture_output=True, text=True, check=True)
+    assert f"JobName=dlcrun-{run.id}"[:60] in held.stdout and "TimeLimit=00:15:00" in held.stdout, held.stdout
     final, most_running = follow(run)
     assert final.states == {0: "done", 1: "done", 2: "failed"}
     assert "cannot open as video" in final.records[2].error
@@ -222,7 +231,8 @@ def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
     job = sub.job_ids[0]
     assert {r.job_id for r in final.records.values()} == {f"{job}_{k}" for k in range(3)}
     for k in range(3):
-        assert "dlcrun: job" in (run.path / "logs" / f"{job}_{k}.out").read_text()
+        log = (run.path / "logs" / f"{job}_{k}.out").read_text()
+        assert "dlcrun: job" in log and "prelude ran with  unset allowed" in log
     assert not list((tmp_path / "scratch").iterdir())
 
     shown = CliRunner().invoke(app, ["status", str(run.path)])
@@ -232,7 +242,7 @@ def test_array_throttled_failure_in_status_resubmit_reruns_only_it(
     before = {i: run.record(i) for i in (0, 1)}
     shutil.copy(videos[0], videos[2])  # the user replaces the broken file
     bad = CliRunner().invoke(app, ["resubmit", str(run.path), "--gpus", "-1"])
-    assert bad.exit_code == 1 and "resources.gpus" in bad.output and len(run.submissions()) == 1, bad.output
+    assert bad.exit_code == 1 and "--gpus -1" in bad.output and len(run.submissions()) == 1, bad.output
     again = CliRunner().invoke(app, ["resubmit", str(run.path), "--time", "00:20:00", "--max-running", "2"])
     assert again.exit_code == 0, again.output
     (first, second) = run.submissions()
@@ -303,7 +313,7 @@ def test_cancel_stops_a_running_array(
     assert "CANCELLED" in (run.path / "logs" / f"{sub.job_ids[0]}_0.out").read_text()
 
 
-def test_dry_run_prints_script_and_sbatch_line_and_submits_nothing(
+def test_dry_run_keeps_script_and_sbatch_line_and_submits_nothing(
     slurm_cluster: Path, tmp_path: Path, demo_project: Path, tiny_videos
 ) -> None:
     videos = tiny_videos(tmp_path / "videos", ["a.mp4", "b.mp4"])
@@ -327,10 +337,13 @@ def test_dry_run_prints_script_and_sbatch_line_and_submits_nothing(
     ]
     shown = CliRunner().invoke(app, args)
     assert shown.exit_code == 0, shown.output
-    assert "#!/bin/bash" in shown.output and "TASK=(dlcrun task --run " in shown.output
-    line = next(x for x in shown.output.splitlines() if x.startswith("sbatch "))
-    assert "--array=0-1%5" in line and "--gres=gpu:2" in line and line.endswith("/submissions/001.slurm")
-    assert not list((tmp_path / "runs").glob("*/settings.json")), "a dry run keeps no run directory"
+    (kept,) = (tmp_path / "runs").glob("*/dry-run.json")
+    script = (kept.parent / "submissions" / "001.slurm").read_text()
+    assert "#SBATCH --array=0-1%5" in script and "#SBATCH --gres=gpu:2" in script and " task --run " in script
+    commands = (kept.parent / "submissions" / "001.submit.sh").read_text()
+    assert commands.rstrip().endswith(f"sbatch --parsable {kept.parent / 'submissions' / '001.slurm'}")
+    assert f"  script    {kept.parent / 'submissions' / '001.slurm'}" in shown.output
+    assert not list((kept.parent / "submissions").glob("*.json")), "nothing was queued"
     queue = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True, check=True)
     assert "dlcrun" not in queue.stdout
 

@@ -173,7 +173,7 @@ def test_manifest_from_an_rclone_folder(webdav: Server, tmp_path: Path) -> None:
         (webdav.root / "tank1" / name).parent.mkdir(exist_ok=True)
         (webdav.root / "tank1" / name).write_bytes(b"v")
     out = tmp_path / "m.txt"
-    shown = CliRunner().invoke(app, ["manifest", "--from", "rclone:lab:tank1", "-o", str(out)])
+    shown = CliRunner().invoke(app, ["manifest", "--folder", "rclone:lab:tank1", "-o", str(out)])
     assert shown.exit_code == 0, shown.output
     lines = [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
     assert lines == ["rclone:lab:tank1/cam1_2026-03-01_10-00-00.mp4", "rclone:lab:tank1/cam1_2026-03-01_11-00-00.mp4"]

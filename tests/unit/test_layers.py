@@ -25,7 +25,19 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "use cases",
-        {"selection", "listing", "sampling", "batch", "report", "outputs", "task", "training", "doctor", "demo"},
+        {
+            "selection",
+            "listing",
+            "sampling",
+            "batch",
+            "estimate",
+            "report",
+            "outputs",
+            "task",
+            "training",
+            "doctor",
+            "demo",
+        },
     ),
     ("interface", {"cli", "__main__"}),
 ]

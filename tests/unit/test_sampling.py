@@ -68,7 +68,7 @@ def test_time_window_and_day_strata(tmp_path: Path) -> None:
     sample = draw(videos, 6, seed=2, per="day", since=since, until=until)
     assert {v.start.date() for v in sample.videos} == {dt.date(2026, 10, d) for d in (3, 4, 5)}
     assert Counter(v.start.date() for v in sample.videos) == {dt.date(2026, 10, d): 2 for d in (3, 4, 5)}
-    with pytest.raises(ManifestError, match="--n 7: only 6 videos in the --from/--to window"):
+    with pytest.raises(ManifestError, match="--count 7: only 6 videos in the --since/--until window"):
         draw(videos, 7, since=since, until=until)
 
 
@@ -111,15 +111,15 @@ def test_cli_sample_is_reproducible_and_writes_a_manifest(tmp_path: Path) -> Non
         str(sheet),
         "--root",
         str(root),
-        "--n",
+        "--count",
         "4",
         "--per",
         "folder",
         "--seed",
         "7",
-        "--from",
+        "--since",
         "2020-10-26",
-        "--to",
+        "--until",
         "2020-10-27",
     ]
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
@@ -129,7 +129,7 @@ def test_cli_sample_is_reproducible_and_writes_a_manifest(tmp_path: Path) -> Non
     assert entries(a) == entries(b) and len(entries(a)) == 4
     assert read_manifest(a).entries == entries(a)
     assert Counter(Path(e).parent.name for e in entries(a)) == {"cam1": 2, "cam2": 2}
-    assert "sample: n=4 seed=7 per=folder from=2020-10-26T00:00:00 to=2020-10-27T23:59:59" in comments(a)
+    assert "sample: count=4 seed=7 per=folder since=2020-10-26T00:00:00 until=2020-10-27T23:59:59" in comments(a)
     assert any(line.startswith('row 2: folder="cam1"') for line in comments(a))
     assert "4 of 6 videos (seed 7)" in result.stdout
 
@@ -137,10 +137,10 @@ def test_cli_sample_is_reproducible_and_writes_a_manifest(tmp_path: Path) -> Non
 def test_cli_sample_errors(tmp_path: Path) -> None:
     sheet = list_sheet(tmp_path)
     target = tmp_path / "s.txt"
-    result = runner.invoke(app, ["sample", str(sheet), "--n", "100", "-o", str(target)])
-    assert result.exit_code == 1 and "error: --n 100: only 26 videos" in result.stderr
-    result = runner.invoke(app, ["sample", str(sheet), "--n", "3", "--from", "soon", "-o", str(target)])
-    assert result.exit_code == 1 and "--from: 'soon' is not a date" in result.stderr
-    result = runner.invoke(app, ["sample", str(sheet), "--n", "3", "--overlap", "-o", str(target)])
+    result = runner.invoke(app, ["sample", str(sheet), "--count", "100", "-o", str(target)])
+    assert result.exit_code == 1 and "error: --count 100: only 26 videos" in result.stderr
+    result = runner.invoke(app, ["sample", str(sheet), "-n", "3", "--since", "soon", "-o", str(target)])
+    assert result.exit_code == 1 and "--since: 'soon' is not a date" in result.stderr
+    result = runner.invoke(app, ["sample", str(sheet), "-n", "3", "--overlap", "-o", str(target)])
     assert result.exit_code == 1 and "--overlap does not apply" in result.stderr
     assert not target.exists()

@@ -336,10 +336,10 @@ def test_build_a_folder_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (Request(), r"^give a spreadsheet or --from FOLDER \(one of them\)$"),
+        (Request(), r"^give a spreadsheet or --folder FOLDER \(one of them\)$"),
         (Request(sheet=Path("s.csv"), listing="v"), r"one of them"),
-        (Request(listing="v", cameras=("c1",), probe=True), r"^--camera, --probe: for spreadsheets, not --from$"),
-        (Request(listing="v", root="/r", worksheet="Sheet2"), r"^--root, --sheet: for spreadsheets, not --from$"),
+        (Request(listing="v", cameras=("c1",), probe=True), r"^--camera, --probe: for spreadsheets, not --folder$"),
+        (Request(listing="v", root="/r", worksheet="Sheet2"), r"^--root, --sheet: for spreadsheets, not --folder$"),
     ],
 )
 def test_build_refuses_a_request_that_is_not_one_source(request_: Request, message: str) -> None:

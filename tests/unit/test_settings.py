@@ -229,5 +229,7 @@ def test_a_bad_file_value_names_the_file_and_key(tmp_path: Path) -> None:
 def test_an_unknown_resources_key_lists_the_resources(tmp_path: Path) -> None:
     toml = tmp_path / "dlcrun.toml"
     toml.write_text("[resources]\ngpu = 1\n")
-    with pytest.raises(ConfigError, match=r"unknown setting 'resources.gpu' \(known: account, cpus, extra, gpus, mem"):
+    with pytest.raises(
+        ConfigError, match=r"unknown setting 'resources.gpu' \(known: account, constraint, cpus, extra, gpus, mem"
+    ):
         load_settings(toml)

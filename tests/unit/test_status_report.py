@@ -63,7 +63,8 @@ def canned(name: str, replies: dict[str, str], pbs: bool = False) -> None:
         if argv[0] == "sbatch":
             return subprocess.CompletedProcess(argv, 0, f"{next(issued)}\n", "")
         if argv[0] == "qsub":
-            return subprocess.CompletedProcess(argv, 0, f"{next(issued)}{'[]' if '-J' in argv else ''}.srv\n", "")
+            array = "#PBS -J " in Path(argv[-1]).read_text()  # qsub reads the script's directives
+            return subprocess.CompletedProcess(argv, 0, f"{next(issued)}{'[]' if array else ''}.srv\n", "")
         return subprocess.CompletedProcess(argv, 0, replies.get(argv[0], ""), "")
 
     def made() -> SlurmScheduler | PbsScheduler:
@@ -273,6 +274,33 @@ def _one_failure(tmp_path: Path, scheduler: str, job: str) -> report.Report:
     return report.summarize(batch.status(Run(run.path)))
 
 
+def test_an_index_gone_without_a_record_shows_the_last_line_of_its_log(tmp_path: Path) -> None:
+    """A job that could not start dlcrun leaves no record, only its log (written by the real job
+    script under bash): status shows that log's last line next to the lost video."""
+    from dlcrun.schedulers.scripts import render
+
+    canned("report-gone", {"squeue": ""})
+    run = make_run(tmp_path, 2, scheduler="report-gone")
+    run.write_indices(1, [0, 1])
+    run.add_submission(1, "report-gone", ["100"], [0, 1], None)
+    record(run, 1, "failed", error="boom", job_id="100_1")
+    script = tmp_path / "job.slurm"
+    script.write_text(render("array.slurm", ["/nowhere/bin/dlcrun", "task"], environment=[("DLCRUN_RUN", "r")]))
+    log = run.path / "logs" / "100_0.out"
+    with open(log, "w") as out:
+        environ = {"PATH": "/usr/bin:/bin", "DLCRUN_SUBMISSION": "1", "SLURM_ARRAY_TASK_ID": "0"}
+        ran = subprocess.run(["bash", str(script)], env=environ, stdout=out, stderr=subprocess.STDOUT, timeout=60)
+    assert ran.returncode == 127
+    shown = report.summarize(batch.status(Run(run.path)))
+    (gone,) = [g for g in shown.groups if g.state == "lost"]
+    (example,) = gone.examples
+    assert example.last_words.startswith("dlcrun: /nowhere/bin/dlcrun not found on ")
+    text = rendered(views.status(shown))
+    assert "its log ends: dlcrun: /nowhere/bin/dlcrun not found on" in text
+    failed = next(g for g in shown.groups if g.state == "failed")
+    assert failed.examples[0].last_words == "", "a record that says why is not second-guessed by its log"
+
+
 def test_pbs_logs_name_the_job_sequence_and_the_subjob_index(tmp_path: Path) -> None:
     """Arrays 10[] (0-1), 11[] (2-3) and the plain job 12 (4): ``logs/<seq>_<index>.out``."""
     canned("report-pbs", {"qstat": ""}, pbs=True)
@@ -369,7 +397,7 @@ JSON_KEYS = {
     "unseen",
     "warnings",
 }
-EXAMPLE_KEYS = {"index", "video", "error", "scheduler", "job_id", "log", "log_found"}
+EXAMPLE_KEYS = {"index", "video", "error", "scheduler", "job_id", "log", "log_found", "last_words"}
 THROUGHPUT_KEYS = {
     "done",
     "analysed",

@@ -8,23 +8,49 @@ from typing import Annotated, Optional
 import typer
 
 from dlcrun.cli import views
-from dlcrun.cli.app import ConfigOpt, app, err, friendly, out, settings_from, warn
+from dlcrun.cli.app import ConfigOpt, app, err, friendly, out, setting, settings_from, warn
+from dlcrun.sheets import TIME_COLUMNS, VIDEO_COLUMNS
 
-RootOpt = Annotated[Optional[str], typer.Option(help="folder or URI that relative entries and folders are under")]
+RootOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="folder or URI that relative entries and folders are under",
+        show_default="dlcrun.toml's source, else the sheet's folder",
+    ),
+]
 ColumnsOpt = Annotated[
     Optional[str],
-    typer.Option(help="selection sheet columns, e.g. folder=Tank,start=From,end=To (default: matched by name)"),
+    typer.Option(help="selection sheet columns, e.g. folder=Tank,start=From,end=To", show_default="matched by name"),
 ]
 NamePatternOpt = Annotated[
     Optional[str],
-    typer.Option(
-        help="file names with their start time (default settings.name_pattern: {camera}_{start:%Y-%m-%d_%H-%M-%S})"
+    setting(
+        "name_pattern",
+        help="file names with their start time: {start:FORMAT} in strftime codes, other {fields} match any text",
     ),
 ]
 OverlapOpt = Annotated[bool, typer.Option(help="also keep, per row, the last video started before the window")]
 MtimeOpt = Annotated[bool, typer.Option(help="time names that do not match the pattern by their modification time")]
 DayfirstOpt = Annotated[bool, typer.Option(help="read 01/02/2020 as 1 February")]
-SheetNameOpt = Annotated[Optional[str], typer.Option("--sheet", help="worksheet (default: the first)")]
+SheetNameOpt = Annotated[Optional[str], typer.Option("--sheet", help="worksheet", show_default="the first")]
+ColumnOpt = Annotated[
+    Optional[str],
+    typer.Option(help="list sheets: column holding the video locations", show_default=", ".join(VIDEO_COLUMNS)),
+]
+TimeColumnOpt = Annotated[
+    Optional[str],
+    typer.Option(help="list sheets: column holding the date/time", show_default=", ".join(TIME_COLUMNS)),
+]
+# One meaning in every command: a date alone in --until is the whole of that day (dates.bounds).
+SinceOpt = Annotated[
+    Optional[str], typer.Option(help="keep videos recorded at or after this date/time", show_default="no limit")
+]
+UntilOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="keep videos recorded up to this date/time (a date alone: the whole day)", show_default="no limit"
+    ),
+]
 
 PANEL = "Batches"  # where --help lists these commands
 
@@ -34,21 +60,27 @@ PANEL = "Batches"  # where --help lists these commands
 def manifest(
     sheet: Annotated[
         Optional[Path],
-        typer.Argument(help=".xlsx or .csv: a list of videos, or folder + start + end rows (or --from instead)"),
+        typer.Argument(help=".xlsx or .csv: a list of videos, or folder + start + end rows (or --folder instead)"),
     ] = None,
-    from_: Annotated[
+    folder: Annotated[
         Optional[str],
-        typer.Option("--from", help="list this folder or URI instead of reading a sheet, e.g. dropbox:/Videos/2026-10"),
+        typer.Option(
+            help="list this folder or URI instead of reading a sheet, e.g. dropbox:/Videos/2026-10",
+            show_default="none: read the sheet",
+        ),
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
-    column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the video locations")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="manifest to write", show_default="manifests/<sheet or folder>.txt"),
+    ] = None,
+    column: ColumnOpt = None,
     root: RootOpt = None,
-    since: Annotated[
-        Optional[str], typer.Option(help="list sheets, --from: keep videos recorded at or after this")
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    camera: Annotated[
+        Optional[list[str]], typer.Option(help="list sheets: keep these cameras (repeatable)", show_default="all")
     ] = None,
-    until: Annotated[Optional[str], typer.Option(help="list sheets, --from: keep videos up to this date/time")] = None,
-    camera: Annotated[Optional[list[str]], typer.Option(help="list sheets: keep these cameras (repeatable)")] = None,
-    time_column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the date/time")] = None,
+    time_column: TimeColumnOpt = None,
     columns: ColumnsOpt = None,
     name_pattern: NamePatternOpt = None,
     overlap: OverlapOpt = False,
@@ -57,19 +89,26 @@ def manifest(
     dates: Annotated[
         str,
         typer.Option(
-            help="--from: --since/--until compare each file's 'modified' time or the start time in its 'name'"
+            help="--folder: --since/--until compare each file's 'modified' time or the start time in its 'name'"
         ),
     ] = "modified",
-    recursive: Annotated[bool, typer.Option(help="--from: include sub-folders")] = False,
+    recursive: Annotated[bool, typer.Option(help="--folder: include sub-folders")] = False,
     dayfirst: DayfirstOpt = False,
     sheet_name: SheetNameOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Turn a spreadsheet, or a folder listing, into a validated manifest (nothing is written on error).
 
-    A list sheet has a video/path column. A selection sheet has folder, start and end columns: each row picks the
-    videos under ROOT/folder whose names say they started within its dates. --from lists one folder (local or
-    dropbox:), optionally between --since and --until.
+    A list sheet has a video/path column; --since, --until and --camera filter its rows. A
+    selection sheet has folder, start and end columns: each row picks the videos under
+    ROOT/folder whose names say they started within its dates. --folder lists one folder (local,
+    dropbox: or rclone:) instead, optionally between --since and --until.
+
+    Examples:
+
+        dlcrun manifest batch.xlsx -o manifests/batch.txt
+        dlcrun manifest Video_Set_Oct26.xlsx --root dropbox:/iSpyData/video
+        dlcrun manifest --folder dropbox:/Videos/2026-10 --since 2026-10-01 --until 2026-10-14
     """
     from dlcrun.manifest import default_manifest_path, write_manifest
     from dlcrun.selection import Request, build
@@ -77,7 +116,7 @@ def manifest(
     settings = settings_from(config, {}, name_pattern=name_pattern)
     request = Request(
         sheet=sheet,
-        listing=from_,
+        listing=folder,
         worksheet=sheet_name,
         column=column,
         columns=columns,
@@ -99,9 +138,9 @@ def manifest(
     with err.status("listing..."):
         found = build(request)
     warn(found.warnings)
-    target = write_manifest(output or default_manifest_path(sheet, listing=from_), found.manifest())
-    if from_ is not None:
-        out.print(f"{len(found.videos)} videos, {found.total_bytes / 1e9:.2f} GB, from {from_} -> {target}")
+    target = write_manifest(output or default_manifest_path(sheet, listing=folder), found.manifest())
+    if folder is not None:
+        out.print(f"{len(found.videos)} videos, {found.total_bytes / 1e9:.2f} GB, from {folder} -> {target}")
         return
     if found.kind == "selection":
         for shown in views.selection(found, probe):
@@ -113,18 +152,24 @@ def manifest(
 @friendly
 def sample(
     sheet: Annotated[Path, typer.Argument(help=".xlsx or .csv: a list of videos, or folder + start + end rows")],
-    n: Annotated[int, typer.Option("--n", help="videos to draw")],
-    from_: Annotated[Optional[str], typer.Option("--from", help="only videos starting on or after this date")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="only videos starting up to this date (whole day)")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", help="videos to draw")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     per: Annotated[
         Optional[str],
-        typer.Option(help="spread evenly over this: a sheet column, 'folder', a name field (camera) or 'day'"),
+        typer.Option(
+            help="spread evenly over this: a sheet column, 'folder', a name field (camera) or 'day'",
+            show_default="one pool",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="same seed, same sample")] = 0,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="manifest to write")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="manifest to write", show_default="manifests/<sheet>-sample.txt"),
+    ] = None,
     root: RootOpt = None,
-    column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the video locations")] = None,
-    time_column: Annotated[Optional[str], typer.Option(help="list sheets: column holding the date/time")] = None,
+    column: ColumnOpt = None,
+    time_column: TimeColumnOpt = None,
     columns: ColumnsOpt = None,
     name_pattern: NamePatternOpt = None,
     overlap: OverlapOpt = False,
@@ -133,20 +178,35 @@ def sample(
     sheet_name: SheetNameOpt = None,
     extract_to: Annotated[
         Optional[Path],
-        typer.Option(help="DLC project: add the sampled videos and extract frames to label (DLC's own functions)"),
+        typer.Option(
+            help="DLC project: add the sampled videos and extract frames to label (DLC's own functions)",
+            show_default="none: only the manifest",
+        ),
     ] = None,
-    frames: Annotated[Optional[int], typer.Option(help="with --extract-to: frames per video (numframes2pick)")] = None,
+    frames: Annotated[
+        Optional[int],
+        typer.Option(help="with --extract-to: frames per video", show_default="the project's numframes2pick"),
+    ] = None,
     copy_videos: Annotated[bool, typer.Option(help="with --extract-to: copy local videos instead of linking")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Draw a reproducible random sample of videos for labelling, spread over cameras or days."""
+    """Draw a reproducible random sample of videos for labelling, spread over cameras or days.
+
+    Reads the same sheets as dlcrun manifest; --since and --until keep videos that started
+    between them. The same sheet, count and seed always draw the same videos.
+
+    Examples:
+
+        dlcrun sample videos.xlsx --count 20 --since 2026-10-01 --until 2026-10-14 --per camera --seed 7
+        dlcrun sample videos.xlsx -n 20 --per day --extract-to ~/dlc/octopus-2026
+    """
     from dlcrun.dates import bounds
     from dlcrun.manifest import default_manifest_path, write_manifest
     from dlcrun.sampling import draw
     from dlcrun.selection import Request, build
 
     settings = settings_from(config, {}, name_pattern=name_pattern)
-    since, until = bounds(from_, to, dayfirst)
+    earliest, latest = bounds(since, until, dayfirst)
     request = Request(
         sheet=sheet,
         worksheet=sheet_name,
@@ -164,7 +224,7 @@ def sample(
     )
     with err.status("listing videos..."):
         found = build(request)
-    drawn = draw(found.videos, n, seed=seed, per=per, since=since, until=until)
+    drawn = draw(found.videos, count, seed=seed, per=per, since=earliest, until=latest)
     warn(found.warnings + drawn.warnings)
     target = write_manifest(output or default_manifest_path(sheet, sample=True), drawn.manifest(found.header))
     out.print(views.strata(drawn, per))

@@ -9,7 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from dlcrun.cli import views
-from dlcrun.cli.app import ConfigOpt, ImageOpt, RunsDirOpt, app, err, friendly, out, settings_from
+from dlcrun.cli.app import Commands, ConfigOpt, ImageOpt, RunsDirOpt, app, err, friendly, out, setting, settings_from
+from dlcrun.cli.resources import (
+    AccountOpt,
+    ConstraintOpt,
+    CpusOpt,
+    MemOpt,
+    PartitionOpt,
+    QosOpt,
+    TimeOpt,
+    TrainGpusOpt,
+    resources_given,
+)
 from dlcrun.errors import DlcrunError, redact
 
 PANEL = "Models"  # where --help lists these commands
@@ -18,41 +29,64 @@ PANEL = "Models"  # where --help lists these commands
 @app.command(rich_help_panel=PANEL)
 @friendly
 def train(
-    project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
-    shuffle: Annotated[Optional[int], typer.Option(help="DLC training shuffle")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="epochs to train (default: the shuffle's config)")] = None,
+    project: Annotated[Optional[Path], setting("project")] = None,
+    shuffle: Annotated[Optional[int], setting("shuffle")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs to train", show_default="the shuffle's config")] = None,
     iterations: Annotated[
         Optional[int],
         typer.Option(
-            help="TensorFlow-engine (DLC 2.x) shuffles: training iterations (DLC's maxiters; default from --epochs)"
+            help="TensorFlow-engine (DLC 2.x) shuffles: training iterations (DLC's maxiters)",
+            show_default="from --epochs",
         ),
     ] = None,
     weights: Annotated[
         Optional[Path],
         typer.Option(
-            help="snapshot (.pt, or a TensorFlow checkpoint prefix) to start from (default: the shuffle's newest; "
-            "random weights when none)"
+            help="snapshot (.pt, or a TensorFlow checkpoint prefix) to start from",
+            show_default="the shuffle's newest, else random weights",
         ),
     ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="images per training batch")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (gpu means cuda)")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="local, slurm, pbs, torque")] = None,
-    gpus: Annotated[Optional[int], typer.Option(help="GPUs for the job (default: resources.gpus, at least 1)")] = None,
+    batch_size: Annotated[
+        Optional[int], setting("batch_size", help="images per training batch", default="the shuffle's config")
+    ] = None,
+    device: Annotated[Optional[str], setting("device")] = None,
+    scheduler: Annotated[Optional[str], setting("scheduler")] = None,
     image: ImageOpt = None,
     evaluate: Annotated[
         bool, typer.Option(help="evaluate the new snapshot and select the best for later batches")
     ] = True,
     runs_dir: RunsDirOpt = None,
     wait: Annotated[
-        Optional[bool], typer.Option("--wait/--no-wait", help="wait for the snapshot (local default)")
+        Optional[bool],
+        typer.Option(
+            "--wait/--no-wait", help="wait for the snapshot", show_default="wait with the local scheduler, else not"
+        ),
     ] = None,
     config: ConfigOpt = None,
+    time_limit: TimeOpt = None,
+    mem: MemOpt = None,
+    cpus: CpusOpt = None,
+    gpus: TrainGpusOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    qos: QosOpt = None,
+    constraint: ConstraintOpt = None,
 ) -> None:
-    """Train the project's network as one scheduler job (offline); logs go in a training directory."""
+    """Train the project's network as one scheduler job (offline); logs go in a training directory.
+
+    The job asks for the resource flags given, else dlcrun.toml's \\[resources], with at least one
+    GPU. The training directory (under --runs-dir) keeps the job script, its log and result.json.
+
+    Examples:
+
+        dlcrun train --project ~/dlc/octopus-2026 --epochs 200
+        dlcrun train --project ~/dlc/octopus-2026 --scheduler slurm --gpus 1 --time 12h --no-wait
+    """
     from dlcrun import training
     from dlcrun.schedulers import follows
 
-    settings = settings_from(config, locals())
+    given = resources_given(locals())
+    settings = settings_from(config, locals(), resources=given or None)
     wanted = gpus if gpus is not None else max(1, settings.resources.gpus)
     settings = settings.model_copy(update={"resources": settings.resources.model_copy(update={"gpus": wanted})})
     job = training.start_training(settings, epochs=epochs, weights=weights, evaluate=evaluate, iterations=iterations)
@@ -100,10 +134,15 @@ def train_task(workdir: Annotated[Path, typer.Option(help="training directory (h
 @app.command(rich_help_panel=PANEL)
 @friendly
 def models(
-    project: Annotated[Optional[Path], typer.Option(help="DeepLabCut project folder")] = None,
+    project: Annotated[Optional[Path], setting("project")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated."""
+    """Snapshots of the project's shuffles, with DLC's evaluation error where evaluated.
+
+    Example:
+
+        dlcrun models --project ~/dlc/octopus-2026
+    """
     from dlcrun.project import list_models
 
     folder = settings_from(config, locals()).project  # a config.yaml given stands for its folder
@@ -116,7 +155,9 @@ def models(
     out.print(views.models(found))
 
 
-project_app = typer.Typer(help="Move a DeepLabCut project between machines (paths rewritten).", no_args_is_help=True)
+project_app = typer.Typer(
+    cls=Commands, help="Move a DeepLabCut project between machines (paths rewritten).", no_args_is_help=True
+)
 app.add_typer(project_app, name="project", rich_help_panel=PANEL)
 
 
@@ -127,7 +168,12 @@ def project_pack(
     output: Annotated[Path, typer.Option("--output", "-o", help="archive to write (.tar.gz)")],
     with_snapshots: Annotated[bool, typer.Option(help="include trained snapshots (.pt)")] = False,
 ) -> None:
-    """config.yaml, labelled data and shuffle definitions; no videos, no old models."""
+    """config.yaml, labelled data and shuffle definitions; no videos, no old models.
+
+    Example:
+
+        dlcrun project pack ~/dlc/octopus-2026 -o octopus.tar.gz --with-snapshots
+    """
     from dlcrun.project import pack
 
     archive = pack(project, output, with_snapshots=with_snapshots)
@@ -139,9 +185,16 @@ def project_pack(
 def project_unpack(
     archive: Annotated[Path, typer.Argument(help="archive from dlcrun project pack")],
     to: Annotated[Path, typer.Option("--to", help="folder to unpack into")],
-    videos: Annotated[Optional[Path], typer.Option(help="where the project's videos will live")] = None,
+    videos: Annotated[
+        Optional[Path], typer.Option(help="where the project's videos will live", show_default="<project>/videos")
+    ] = None,
 ) -> None:
-    """Unpack and rewrite project_path, video_sets and the shuffles' paths; never overwrites."""
+    """Unpack and rewrite project_path, video_sets and the shuffles' paths; never overwrites.
+
+    Example:
+
+        dlcrun project unpack octopus.tar.gz --to /dartfs/lab/dlc
+    """
     from dlcrun.project import unpack
 
     target = unpack(archive, to, videos=videos)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlcrun.cli import views
-from dlcrun.cli.app import ConfigOpt, app, friendly, out, settings_from
+from dlcrun.cli.app import Commands, ConfigOpt, app, friendly, out, setting, settings_from
 from dlcrun.cli.runs import follow
 from dlcrun.errors import DlcrunError
 
@@ -21,7 +21,14 @@ def init(
     path: Annotated[Path, typer.Argument(help="file to write")] = Path("dlcrun.toml"),
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
-    """Write a commented dlcrun.toml with every setting at its default."""
+    """Write a commented dlcrun.toml with every setting at its default.
+
+    Every command reads ./dlcrun.toml (or --config FILE); DLCRUN_* variables and flags override it.
+
+    Example:
+
+        dlcrun init && $EDITOR dlcrun.toml
+    """
     from dlcrun.settings import render_template
 
     if path.exists() and not force:
@@ -30,7 +37,7 @@ def init(
     out.print(f"wrote {path}")
 
 
-auth_app = typer.Typer(help="Store credentials for remote storage, once per user.", no_args_is_help=True)
+auth_app = typer.Typer(cls=Commands, help="Store credentials for remote storage, once per user.", no_args_is_help=True)
 app.add_typer(auth_app, name="auth", rich_help_panel=PANEL)
 
 
@@ -44,7 +51,15 @@ def auth_dropbox(
         ),
     ] = None,
 ) -> None:
-    """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600."""
+    """Authorize dlcrun for your Dropbox (PKCE, offline access); stores a refresh token, mode 0600.
+
+    Once per user. Array tasks find the token in your home directory where the nodes share it;
+    elsewhere give them DLCRUN_DROPBOX_REFRESH_TOKEN.
+
+    Example:
+
+        dlcrun auth dropbox --app-key abc123xyz
+    """
     from dlcrun.storage.dropbox_auth import authorize
 
     key = app_key or typer.prompt("Dropbox app key")
@@ -61,16 +76,24 @@ def auth_dropbox(
 @app.command(rich_help_panel=PANEL)
 @friendly
 def doctor(
-    scratch: Annotated[Optional[Path], typer.Option(help="scratch to check (default: settings, then $TMPDIR)")] = None,
+    scratch: Annotated[Optional[Path], setting("scratch", help="scratch to check")] = None,
     gpu: Annotated[
         Optional[bool],
-        typer.Option("--gpu/--no-gpu", help="require a visible GPU (default: when the settings ask for one here)"),
+        typer.Option("--gpu/--no-gpu", help="require a visible GPU", show_default="when the settings ask for one here"),
     ] = None,
     min_free: Annotated[float, typer.Option(help="GB that scratch must have free")] = 1.0,
     timeout: Annotated[float, typer.Option(help="seconds to wait for Dropbox")] = 3.0,
     config: ConfigOpt = None,
 ) -> None:
-    """Check this machine or image: GPU, CUDA/cuDNN, torch/DLC, scratch, Dropbox. Exit 1 if one is missing."""
+    """Check this machine or image: GPU, CUDA/cuDNN, torch/DLC, scratch, Dropbox. Exit 1 if one is missing.
+
+    Run it where the jobs run: on a GPU node, or inside the image.
+
+    Examples:
+
+        dlcrun doctor
+        srun --gres=gpu:1 apptainer exec --nv dlc.sif dlcrun doctor --gpu
+    """
     from dlcrun.doctor import failed, run_doctor
 
     checks = run_doctor(settings_from(config, locals()), require_gpu=gpu, min_free_gb=min_free, timeout=timeout)
@@ -84,12 +107,20 @@ def doctor(
 @friendly
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo project, videos and outputs go")] = Path("demo"),
-    videos: Annotated[int, typer.Option(help="synthetic videos in the batch")] = 3,
+    count: Annotated[int, typer.Option("--count", "-n", help="synthetic videos in the batch")] = 3,
 ) -> None:
-    """Build a tiny DLC project and videos offline, then run manifest -> submit -> status."""
+    """Build a tiny DLC project and videos offline, then run manifest -> submit -> status.
+
+    Nothing is downloaded: the network is a randomly initialised ResNet-50, so the keypoints are
+    real files but not real predictions.
+
+    Example:
+
+        dlcrun demo --workdir demo --count 3
+    """
     from dlcrun.demo import run_demo
 
-    run = run_demo(workdir, n_videos=videos, say=out.print)
+    run = run_demo(workdir, n_videos=count, say=out.print)
     try:
         follow(run)
     finally:

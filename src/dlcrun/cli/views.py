@@ -19,10 +19,12 @@ from rich.table import Table
 
 from dlcrun.errors import redact
 from dlcrun.schedulers import PREVIOUS, JobPlan
+from dlcrun.settings import CLUSTERS
 
 if TYPE_CHECKING:
-    from dlcrun.batch import Preflight, Status
+    from dlcrun.batch import DryRun, Preflight, Status
     from dlcrun.doctor import Check
+    from dlcrun.estimate import Estimate
     from dlcrun.ledger import Record, Run, Submission
     from dlcrun.report import Example, Group, Report
     from dlcrun.sampling import Sample
@@ -117,7 +119,8 @@ def _example(e: Example, folder: Path | None) -> str:
         else:
             where = f"{job}, log {e.log.name if e.log.parent == folder else e.log}"
             where += "" if e.log_found else " (not there)"
-    return f"#{e.index} {e.video}  ({where})"
+    said = f"; its log ends: {e.last_words}" if e.last_words else ""
+    return f"#{e.index} {e.video}  ({where}){said}"
 
 
 def _throughput(report: Report) -> list[RenderableType]:
@@ -192,6 +195,7 @@ def status_json(report: Report) -> str:
                         "job_id": e.job_id or None,
                         "log": None if e.log is None else str(e.log),
                         "log_found": e.log_found,
+                        "last_words": e.last_words,
                     }
                     for e in g.examples
                 ],
@@ -234,18 +238,91 @@ def progress(current: Status) -> tuple[int, str]:
     return sum(counts[s] for s in ENDED), f"done {counts['done']} failed {failed}"
 
 
-def plans(found: Sequence[JobPlan]) -> list[str]:
-    """A dry run as plain text: each job script (once: the arrays of a split submission share
-    it), then the exact command that submits each array."""
-    lines: list[str] = []
-    shown = set()
-    for plan in found:
-        if plan.script is not None and plan.script_path not in shown:
-            shown.add(plan.script_path)
-            lines += [f"# ---- {plan.script_path} ----", plan.script.rstrip("\n"), "# ----"]
-        if any(PREVIOUS in a for a in plan.argv):
-            lines.append(f"# {PREVIOUS}: the job id the command above prints (this array waits for that one)")
-        lines.append(shlex.join(plan.argv))
+def dry_run(made: DryRun) -> list[str]:
+    """A dry run in about fifteen lines whatever the batch's size: where it was kept, the model
+    and videos, the array's layout, the files to read (job scripts, submit commands), the
+    dependency between chained arrays said once, and the estimate with its source."""
+    run, settings, plans = made.run, made.run.settings, made.plans
+    model = run.model
+    lines = [f"dry run: nothing was queued; run {run.id} kept in {run.path} (marked by dry-run.json)"]
+    lines.append(f"  model     {model['scorer']} ({Path(model['snapshot']).name})")
+    if made.preflight is not None:
+        lines.append(f"  videos    {made.preflight.videos}, {made.preflight.total_bytes / 1e9:.2f} GB to stage")
+    else:
+        lines.append(f"  videos    {len(run)} (not checked: --no-check)")
+    lines.append(f"  array     {_layout(run, plans)}")
+    chained = next((w for p in plans[1:] for w in p.argv if PREVIOUS in w), None)
+    if chained is not None:
+        lines.append(
+            f"  chained   each array waits for the one before it ({chained.replace(PREVIOUS, '$previous')}, "
+            "$previous being the job id its command printed)"
+        )
+    scripts = list(dict.fromkeys(p.script_path for p in plans if p.script_path is not None))
+    if len(scripts) == 1:
+        lines.append(f"  script    {scripts[0]}")
+    elif scripts:
+        names = [s.name for s in scripts]
+        shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
+        lines.append(f"  scripts   {len(names)} in {scripts[0].parent}: {shown} (one per array)")
+    else:
+        lines.append(f"  script    none: the {settings.scheduler} scheduler runs each index's dlcrun task itself")
+    lines.append(f"  commands  {made.commands} (in order; kept to be read)")
+    lines += _estimate(made.estimate, run)
+    manifest = shlex.quote(run.dry.manifest) if run.dry is not None and run.dry.manifest else "MANIFEST"
+    return [*lines, f"to queue it: dlcrun submit {manifest} with the same options, without --dry-run"]
+
+
+def _layout(run: Run, plans: Sequence[JobPlan]) -> str:
+    """``N indices of K videos (scheduler)``, the split into arrays and the throttle."""
+    settings, videos = run.settings, len(run)
+    size = run.array_size(videos)
+    per = f"{run.videos_per_task} videos" if run.videos_per_task > 1 else "1 video"
+    text = f"{size} {'index' if size == 1 else 'indices'} of {per} ({settings.scheduler})"
+    if len(plans) > 1:
+        limit = f" of at most {settings.max_array_size}" if settings.max_array_size else ""
+        text += f"; split into {len(plans)} arrays{limit} by the scheduler's array size limit"
+    running = settings.max_running or (1 if settings.scheduler == "local" else None)
+    return text + (f"; at most {running} at once" if running else "; no limit on how many run at once")
+
+
+def _longest(found: Estimate, run: Run) -> str:
+    """The videos of the longest index, by manifest line as status numbers them: ``video #12``."""
+    first = found.longest_index * run.videos_per_task
+    last = min(first + run.videos_per_task, len(run)) - 1
+    return f"video #{first}" if first == last else f"videos #{first}-#{last}"
+
+
+def _estimate(found: Estimate, run: Run) -> list[str]:
+    """The estimate's lines: its source, wall time per index and the hours held in all, a warning
+    when the longest index would pass the time limit; or why there is none."""
+    rate = found.rate
+    if rate is None:
+        return [f"  estimate  none: {found.missing}"]
+    hosts = rate.hosts[0] if rate.hosts else "an unnamed host"
+    if len(rate.hosts) > 1:
+        hosts += f" and {len(rate.hosts) - 1} other host{'s' if len(rate.hosts) > 2 else ''}"
+    load = f", model load {rate.load_seconds:.0f} s per index" if rate.load_seconds else ""
+    source = (
+        f"  estimate  from run {rate.run}: {_videos(rate.videos)} on {hosts}, median "
+        f"{rate.seconds_per_gb:.1f} s per GB of video{load}"
+    )
+    if found.missing:
+        return [source, f"            none yet: {found.missing}"]
+    each = f"{found.per_index} {found.unit}{'s' if found.per_index > 1 else ''} each"
+    if found.scheduler not in CLUSTERS:  # the local scheduler: this machine's hours, at its pace
+        held = f"about {_duration(found.index_hours * 3600 / found.max_running)} in all, {found.max_running} at a time"
+    else:
+        held = f"{found.charged_hours:,.1f} {found.unit}-hours ({each})"
+    per_index = (
+        f"            per index about {_duration(found.index_seconds)} (longest {_duration(found.longest_seconds)}, "
+        f"{_longest(found, run)}); {found.indices} {'index' if found.indices == 1 else 'indices'}: {held}"
+    )
+    lines = [source, per_index]
+    if found.over_limit:
+        lines.append(
+            f"  warning   {_longest(found, run)}: about {_duration(found.longest_seconds)}, past the time limit "
+            f"{found.limit}; raise --time to {found.suggested_time}"
+        )
     return lines
 
 

@@ -8,7 +8,7 @@ speaks only of (submission, array index): which manifest lines those are, ``batc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,8 +44,9 @@ class Scheduler(Protocol):
     name: str
 
     def plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[JobPlan]:
-        """What ``submit`` would write and run; ``dlcrun submit --dry-run`` prints it. Writes nothing:
-        ``run`` may be a planned one (``Run.planned``) whose directory does not exist yet."""
+        """What ``submit`` would write and run: each job script (with its path) and the command
+        that submits it. Writes nothing; ``dlcrun submit --dry-run`` keeps both in a run
+        directory marked as a dry run."""
         ...
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
@@ -70,8 +71,9 @@ class Scheduler(Protocol):
         """Stop queued and running indices; running ones get SIGTERM and record 'interrupted'."""
         ...
 
-    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
-        """One job running ``argv`` (``dlcrun train-task``), output in ``workdir``/logs; its id."""
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources, prelude: Sequence[str] = ()) -> str:
+        """One job running ``argv`` (``dlcrun train-task``) after the ``prelude`` lines, asking for
+        ``resources``, output in ``workdir``/logs; its id."""
         ...
 
 
@@ -83,10 +85,26 @@ def follows(scheduler: str, wait: bool | None) -> bool:
 
 
 def task_argv(run: Run, submission: int) -> list[str]:
-    """The command every array index runs (the array index comes from the scheduler's env)."""
-    from dlcrun.container import exec_prefix
+    """The command every array index runs (the array index comes from the scheduler's env):
+    this dlcrun by absolute path, or the image's inside the image."""
+    from dlcrun.container import dlcrun_command, exec_prefix
 
-    return exec_prefix(run) + ["dlcrun", "task", "--run", str(run.path), "--submission", str(submission)]
+    program = dlcrun_command(run.settings.image)
+    return exec_prefix(run) + program + ["task", "--run", str(run.path), "--submission", str(submission)]
+
+
+def unreachable(run: Run) -> tuple[str, str] | None:
+    """(path, why) when a cluster's nodes may not start what the run's job scripts call (this
+    dlcrun, or the image), else None; asked at submit: a job that cannot start dlcrun dies
+    before it can record anything."""
+    from dlcrun.container import dlcrun_command, reach, runs_here
+
+    settings = run.settings
+    if settings.scheduler == "local":
+        return None
+    program = dlcrun_command(settings.image)[0] if runs_here(settings.image) else str(settings.image)
+    why = reach(program, executable=runs_here(settings.image))
+    return None if why is None else (program, why)
 
 
 _REGISTRY: dict[str, Callable[[], Scheduler]] = {}

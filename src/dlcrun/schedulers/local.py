@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dlcrun.files import Damaged, read_object, write_json
@@ -43,7 +44,8 @@ class LocalScheduler:
         (plan,) = self.plan(run, submission, size, max_running)
         return [job_id(_detach(plan.argv, run.path / "logs" / f"local-{submission:03d}.log"))]
 
-    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources, prelude: Sequence[str] = ()) -> str:
+        """Here, now; the prelude is for cluster nodes (this machine's environment is already set)."""
         return f"local-{_detach(_here(argv), workdir / 'logs' / 'train.out')}"
 
     def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from dlcrun.schedulers.scripts import (
     Runner,
     checked,
     chunks,
-    export_value,
+    directive_lines,
     job_name,
     memory,
     read_arrays,
@@ -53,14 +53,18 @@ _RUNNING = set("R")
 _GONE = re.compile(r"Unknown Job Id|Job has finished|finished job", re.IGNORECASE)
 
 
-def _pro_resources(res: Resources, mem: str) -> list[str]:
+def _pro_resources(res: Resources, mem: str) -> list[tuple[str, str]]:
+    """A PBS Pro chunk; a constraint is a host resource (``name=value``) of that chunk."""
     select = f"select=1:ncpus={res.cpus}:mem={mem}" + (f":ngpus={res.gpus}" if res.gpus else "")
-    return ["-l", select, "-l", f"walltime={res.time}"]
+    select += f":{res.constraint}" if res.constraint else ""
+    return [("-l", select), ("-l", f"walltime={res.time}")]
 
 
-def _torque_resources(res: Resources, mem: str) -> list[str]:
+def _torque_resources(res: Resources, mem: str) -> list[tuple[str, str]]:
+    """Torque's nodes spec; a constraint is a node property (``nodes=1:ppn=4:h100``)."""
     nodes = f"nodes=1:ppn={res.cpus}" + (f":gpus={res.gpus}" if res.gpus else "")
-    return ["-l", nodes, "-l", f"mem={mem}", "-l", f"walltime={res.time}"]
+    nodes += f":{res.constraint}" if res.constraint else ""
+    return [("-l", nodes), ("-l", f"mem={mem}"), ("-l", f"walltime={res.time}")]
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,17 @@ class Flavor:
     array_flag: str  # -J (PBS Pro) or -t (Torque)
     depend: str  # dependency type on a whole array
     min_array: int  # smallest array qsub accepts; smaller submissions are plain jobs
-    resource_words: Callable[[Resources, str], list[str]]
+    resource_words: Callable[[Resources, str], list[tuple[str, str]]]
 
-    def resources(self, res: Resources) -> list[str]:
+    def resources(self, res: Resources) -> list[tuple[str, str]]:
+        """The #PBS options for ``res`` (qos is refused when settings load: PBS has none)."""
         amount, unit = memory(res.mem)
         opts = self.resource_words(res, f"{amount}{unit}b")
         if res.partition:
-            opts += ["-q", res.partition]
+            opts.append(("-q", res.partition))
         if res.account:
-            opts += ["-A", res.account]
-        return opts + list(res.extra)
+            opts.append(("-A", res.account))
+        return opts
 
     def array_range(self, first: int, count: int, max_running: int | None) -> str:
         span = f"{first}-{first + count - 1}" if count > 1 else str(first)
@@ -106,23 +111,28 @@ class PbsScheduler:
         return [plan for plan, _, _ in self._plan(run, submission, size, max_running)]
 
     def _plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[tuple[JobPlan, int, int]]:
-        flavor = self.flavor
-        script_path = run.path / "submissions" / f"{submission:03d}.{flavor.name}"
-        script = render(flavor.template, task_argv(run, submission))
+        flavor, settings = self.flavor, run.settings
         plans = []
-        for first, count in chunks(size, run.settings.max_array_size or DEFAULT_MAX_ARRAY_SIZE):
-            variables = [export_value("DLCRUN_RUN", str(run.path)), f"DLCRUN_SUBMISSION={submission}"]
-            argv = ["qsub", "-N", job_name("dlcrun", run.id)]
+        limit = settings.max_array_size or DEFAULT_MAX_ARRAY_SIZE
+        for part, (first, count) in enumerate(chunks(size, limit)):
+            environment = [("DLCRUN_RUN", str(run.path)), ("DLCRUN_SUBMISSION", str(submission)), *software_env()]
+            options: list[str | tuple[str, str]] = [("-N", job_name("dlcrun", run.id))]
             if count >= flavor.min_array:
-                argv += [flavor.array_flag, flavor.array_range(first, count, max_running)]
-            else:  # what PBS Pro would set in a subjob
-                variables.append(f"PBS_ARRAY_INDEX={first}")
-            argv += ["-r", "y", "-j", "oe", "-o", f"{run.path / 'logs'}/", "-v", ",".join(variables + software_env())]
-            argv += flavor.resources(run.settings.resources)
-            if first and max_running:
-                argv += ["-W", f"depend={flavor.depend}:{PREVIOUS}"]
-            argv.append(str(script_path))
-            plans.append((JobPlan(argv, script, script_path), first, count))
+                options.append((flavor.array_flag, flavor.array_range(first, count, max_running)))
+            else:  # a plain job: told the index PBS Pro would set in a subjob
+                environment.append(("PBS_ARRAY_INDEX", str(first)))
+            options += [
+                ("-r", "y"),
+                ("-j", "oe"),
+                ("-o", f"{run.path / 'logs'}/"),
+                *flavor.resources(settings.resources),
+            ]
+            directives = directive_lines("#PBS", options, settings.resources.extra)
+            script = render(flavor.template, task_argv(run, submission), directives, environment, settings.prelude)
+            suffix = f"-{part + 1}" if part else ""
+            script_path = run.path / "submissions" / f"{submission:03d}{suffix}.{flavor.name}"
+            chained = ["-W", f"depend={flavor.depend}:{PREVIOUS}"] if first and max_running else []
+            plans.append((JobPlan(["qsub", *chained, str(script_path)], script, script_path), first, count))
         return plans
 
     def submit(self, run: Run, submission: int, size: int, max_running: int | None) -> list[str]:
@@ -181,25 +191,23 @@ class PbsScheduler:
         if done.returncode != 0 and not _only_gone(done.stderr):
             raise SubmissionError(f"qdel failed: {one_line(done.stderr, 300)}")
 
-    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources, prelude: Sequence[str] = ()) -> str:
         script_path = workdir / "train.pbs"
-        write_script(script_path, render("train.pbs", argv))
-        command = ["qsub", "-N", job_name("dlcrun-train", workdir.name), "-j", "oe", "-o", f"{workdir / 'logs'}/"]
-        command += ["-v", ",".join([export_value("DLCRUN_TRAIN", str(workdir)), *software_env()])]
-        command += [*self.flavor.resources(resources), str(script_path)]
-        return parse_job_id(checked(self.runner, command))
+        options = [
+            ("-N", job_name("dlcrun-train", workdir.name)),
+            ("-j", "oe"),
+            ("-o", f"{workdir / 'logs'}/"),
+            *self.flavor.resources(resources),
+        ]
+        directives = directive_lines("#PBS", options, resources.extra)
+        environment = [("DLCRUN_TRAIN", str(workdir)), *software_env()]
+        write_script(script_path, render("train.pbs", argv, directives, environment, prelude))
+        return parse_job_id(checked(self.runner, ["qsub", str(script_path)]))
 
 
-def software_env() -> list[str]:
-    """``NAME=value`` of SOFTWARE_ENV variables set here; -v cannot carry a value with a comma."""
-    found = []
-    for name in SOFTWARE_ENV:
-        value = os.environ.get(name)
-        if value and "," not in value:
-            found.append(f"{name}={value}")
-        elif value:
-            log.warning("%s not passed to the job: it contains a comma; set it in the job script", name)
-    return found
+def software_env() -> list[tuple[str, str]]:
+    """(NAME, value) of the SOFTWARE_ENV variables set here, for the job script to export."""
+    return [(name, value) for name in SOFTWARE_ENV if (value := os.environ.get(name))]
 
 
 def _sequence(job_id: str) -> str:

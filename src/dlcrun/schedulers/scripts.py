@@ -1,9 +1,13 @@
 """What the cluster backends share: job script templates, rendering, the command runner, chunks.
 
 The templates live in ``dlcrun/jobs/`` (``jobs/`` at the top of a checkout points there). Each
-is a plain, commented bash script with one ``TASK=(...)`` line; rendering replaces only that
-line with the exact command of a run, and the rendered copy is kept in the run directory so a
-run records what its jobs executed.
+is a plain, commented bash script with one ``TASK=(...)`` line and three marker lines that
+rendering fills in: ``# @directives`` (the ``#SBATCH`` / ``#PBS`` lines: every resource, the
+array and its throttle, the log paths), ``# @environment`` (the run's variables, exported) and
+``# @prelude`` (the lines settings.prelude gives: module load, conda activate). The rendered
+script is what a cluster user would write by hand: ``sbatch FILE`` / ``qsub FILE`` runs it with
+nothing on the command line but a dependency. It is kept in the run directory, so a run records
+what its jobs executed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dlcrun.errors import ClientMissing, ConfigError, SubmissionError, one_line
@@ -23,6 +27,7 @@ from dlcrun.settings import MEMORY
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 _TASK_LINE = re.compile(r"^TASK=\(.*\)$", re.MULTILINE)
+_MARKER = re.compile(r"^# @(directives|environment|prelude)\n", re.MULTILINE)
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
@@ -46,14 +51,64 @@ def checked(runner: Runner, argv: list[str]) -> str:
     return done.stdout
 
 
-def render(template: str, task: list[str]) -> str:
-    """The job script ``template`` with its TASK line set to ``task``."""
+def render(
+    template: str,
+    task: list[str],
+    directives: Sequence[str] = (),
+    environment: Sequence[tuple[str, str]] = (),
+    prelude: Sequence[str] = (),
+) -> str:
+    """The job script ``template`` with its TASK line set to ``task`` and its markers filled:
+    ``directives`` (whole ``#SBATCH ...`` lines), ``environment`` (NAME, value: exported) and
+    ``prelude`` (shell lines run before the task, with unset variables allowed: conda's and
+    environment modules' scripts read some)."""
     path = JOBS / template
     text = path.read_text()
     found = _TASK_LINE.findall(text)
     if len(found) != 1:
         raise ConfigError(f"{path}: needs exactly one 'TASK=(...)' line (found {len(found)}); restore it")
+    blocks = {
+        "directives": "".join(f"{line}\n" for line in directives),
+        "environment": "".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment),
+        "prelude": _prelude(prelude),
+    }
+    text = _MARKER.sub(lambda m: blocks[m.group(1)], text)
     return _TASK_LINE.sub(lambda _: f"TASK=({shlex.join(task)})", text)
+
+
+def _prelude(lines: Sequence[str]) -> str:
+    if not lines:
+        return '# prelude: none (dlcrun.toml: prelude = ["module load ..."] adds lines here)\n'
+    body = "".join(f"{line}\n" for line in lines)
+    return f"# prelude (dlcrun.toml: prelude)\nset +u\n{body}set -u\n"
+
+
+def directive_lines(prefix: str, options: Iterable[str | tuple[str, str]], extra: Sequence[str] = ()) -> list[str]:
+    """``#SBATCH --time=04:00:00`` / ``#PBS -l walltime=04:00:00`` lines: one per option, given as
+    a word or as (flag, value); then ``extra`` (settings' resources.extra), where a word that does
+    not start with ``-`` continues the line before it (``["-W", "group_list=x"]``).
+
+    A value with a space or a newline cannot be written on such a line (the schedulers split on
+    spaces): refused in one line naming it, rather than a job asking for something else.
+    """
+    lines = []
+    for option in options:
+        flag, value = (option, "") if isinstance(option, str) else option
+        if re.search(r"\s", value) or re.search(r"\s", flag):
+            raise ConfigError(
+                f"'{f'{flag} {value}'.strip()}': cannot go on a {prefix} line (it holds a space); "
+                "use a path or value without spaces"
+            )
+        lines.append(f"{prefix} {flag} {value}".rstrip())
+    words: list[str] = []
+    for word in extra:
+        if "\n" in word:
+            raise ConfigError(f"resources.extra '{word}': one directive per item, no newlines")
+        if word.startswith("-") or not words:
+            words.append(word)
+        else:
+            words[-1] += f" {word}"
+    return lines + [f"{prefix} {line}" for line in words]
 
 
 def write_script(path: Path, text: str) -> None:
@@ -70,13 +125,6 @@ def chunks(size: int, limit: int) -> list[tuple[int, int]]:
     if size < 1:
         raise SubmissionError("nothing to submit: the array is empty")
     return [(start, min(limit, size - start)) for start in range(0, size, limit)]
-
-
-def export_value(name: str, value: str) -> str:
-    """``NAME=value`` for --export / -v lists, which split on commas and cannot quote them."""
-    if "," in value:
-        raise ConfigError(f"{name}={value}: a comma in this path breaks the scheduler's variable list; rename it")
-    return f"{name}={value}"
 
 
 def job_name(prefix: str, run_id: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from dlcrun.errors import SubmissionError, one_line
@@ -22,7 +23,7 @@ from dlcrun.schedulers.scripts import (
     Runner,
     checked,
     chunks,
-    export_value,
+    directive_lines,
     job_name,
     memory,
     read_arrays,
@@ -46,15 +47,21 @@ def _arrays_file(run: Run, submission: int) -> Path:
 
 
 def resource_options(resources: Resources) -> list[str]:
+    """The #SBATCH options for ``resources``, in the order a person writes them."""
     amount, unit = memory(resources.mem)
     opts = [f"--cpus-per-task={resources.cpus}", f"--mem={amount}{unit.upper()}", f"--time={resources.time}"]
     if resources.gpus:
         opts.append(f"--gres=gpu:{resources.gpus}")
-    if resources.partition:
-        opts.append(f"--partition={resources.partition}")
-    if resources.account:
-        opts.append(f"--account={resources.account}")
-    return opts + list(resources.extra)
+    for name in ("partition", "account", "qos", "constraint"):
+        if value := getattr(resources, name):
+            opts.append(f"--{name}={value}")
+    return opts
+
+
+def _script_path(run: Run, submission: int, part: int) -> Path:
+    """``NNN.slurm``; the later arrays of a split submission ``NNN-2.slurm``, ``NNN-3.slurm``, ..."""
+    suffix = f"-{part + 1}" if part else ""
+    return run.path / "submissions" / f"{submission:03d}{suffix}.slurm"
 
 
 class SlurmScheduler:
@@ -79,26 +86,26 @@ class SlurmScheduler:
         return [plan for plan, _, _ in self._plan(run, submission, size, max_running)]
 
     def _plan(self, run: Run, submission: int, size: int, max_running: int | None) -> list[tuple[JobPlan, int, int]]:
-        script_path = run.path / "submissions" / f"{submission:03d}.slurm"
-        script = render("array.slurm", task_argv(run, submission))
+        settings = run.settings
         plans = []
-        for offset, count in chunks(size, self.max_array_size(run)):  # indices stay below MaxArraySize
-            exports = ["ALL", export_value("DLCRUN_RUN", str(run.path)), f"DLCRUN_SUBMISSION={submission}"]
+        for part, (offset, count) in enumerate(chunks(size, self.max_array_size(run))):  # below MaxArraySize
+            environment = [("DLCRUN_RUN", str(run.path)), ("DLCRUN_SUBMISSION", str(submission))]
             if offset:
-                exports.append(f"DLCRUN_ARRAY_OFFSET={offset}")
-            argv = [
-                "sbatch",
-                "--parsable",
+                environment.append(("DLCRUN_ARRAY_OFFSET", str(offset)))
+            options = [
                 f"--job-name={job_name('dlcrun', run.id)}",
                 f"--array=0-{count - 1}" + (f"%{max_running}" if max_running else ""),
                 f"--output={run.path / 'logs' / '%A_%a.out'}",
-                f"--export={','.join(exports)}",
+                *resource_options(settings.resources),
                 "--requeue",
                 f"--signal={SIGNAL_BEFORE_LIMIT}",
-                *resource_options(run.settings.resources),
-                *([f"--dependency=afterany:{PREVIOUS}"] if offset and max_running else []),
-                str(script_path),
+                "--export=ALL",
             ]
+            directives = directive_lines("#SBATCH", options, settings.resources.extra)
+            script = render("array.slurm", task_argv(run, submission), directives, environment, settings.prelude)
+            script_path = _script_path(run, submission, part)
+            chained = [f"--dependency=afterany:{PREVIOUS}"] if offset and max_running else []
+            argv = ["sbatch", "--parsable", *chained, str(script_path)]
             plans.append((JobPlan(argv, script, script_path), offset, count))
         return plans
 
@@ -152,19 +159,17 @@ class SlurmScheduler:
             said = one_line(done.stderr or done.stdout or "", 300) or f"exit status {done.returncode}"
             raise SubmissionError(f"scancel failed: {said}")
 
-    def submit_training(self, workdir: Path, argv: list[str], resources: Resources) -> str:
+    def submit_training(self, workdir: Path, argv: list[str], resources: Resources, prelude: Sequence[str] = ()) -> str:
         script_path = workdir / "train.slurm"
-        write_script(script_path, render("train.slurm", argv))
-        command = [
-            "sbatch",
-            "--parsable",
+        options = [
             f"--job-name={job_name('dlcrun-train', workdir.name)}",
             f"--output={workdir / 'logs' / 'train_%j.out'}",
-            f"--export=ALL,{export_value('DLCRUN_TRAIN', str(workdir))}",
             *resource_options(resources),
-            str(script_path),
+            "--export=ALL",
         ]
-        return _parse_job_id(checked(self.runner, command))
+        directives = directive_lines("#SBATCH", options, resources.extra)
+        write_script(script_path, render("train.slurm", argv, directives, [("DLCRUN_TRAIN", str(workdir))], prelude))
+        return _parse_job_id(checked(self.runner, ["sbatch", "--parsable", str(script_path)]))
 
 
 # scancel's words for an array that ended (and was purged) between status and cancel: not a failure.
