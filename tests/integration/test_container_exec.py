@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcrun.container import IMAGE_INFO_ENV, exec_prefix, image_info, image_prefix
+from dlcrun.container import IMAGE_INFO_ENV, dlcrun_command, exec_prefix, image_info, image_prefix
 from dlcrun.ledger import Run
 from dlcrun.manifest import Manifest
 from dlcrun.schedulers import task_argv
@@ -67,7 +67,9 @@ def binds_of(argv: list[str]) -> list[str]:
 def test_no_image_means_no_prefix(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     assert exec_prefix(run) == []
-    assert task_argv(run, 2) == ["dlcrun", "task", "--run", str(run.path), "--submission", "2"]
+    # Without an image, the jobs call this dlcrun by absolute path, never one their PATH finds.
+    assert task_argv(run, 2) == [*dlcrun_command(None), "task", "--run", str(run.path), "--submission", "2"]
+    assert os.path.isabs(task_argv(run, 2)[0])
 
 
 def test_inside_the_image_indices_need_no_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -344,8 +344,9 @@ def test_dry_run_keeps_script_and_sbatch_line_and_submits_nothing(
     assert commands.rstrip().endswith(f"sbatch --parsable {kept.parent / 'submissions' / '001.slurm'}")
     assert f"  script    {kept.parent / 'submissions' / '001.slurm'}" in shown.output
     assert not list((kept.parent / "submissions").glob("*.json")), "nothing was queued"
-    queue = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True, check=True)
-    assert "dlcrun" not in queue.stdout
+    # Another test's array may still be ending: only this run's job name counts.
+    queue = subprocess.run(["squeue", "--noheader", "--format=%j"], capture_output=True, text=True, check=True)
+    assert f"dlcrun-{kept.parent.name}" not in queue.stdout.split()
 
 
 def test_train_job_writes_a_snapshot(
