@@ -58,16 +58,17 @@ $(LOGIN_STAMP): requirements.lock pyproject.toml container/hash_lock.py
 	@touch $@
 
 # The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
-# build test needs podman and debootstrap; the rclone tests need rclone (client and WebDAV server). Installed only as root and only when missing; otherwise
+# build test needs podman and debootstrap; the rclone tests need rclone (client and WebDAV server); the report's
+# browser test needs chromium (headless). Installed only as root and only when missing; otherwise
 # those tests skip and say why.
-SYSTEM_BINS := sbatch slurmctld slurmd munged podman debootstrap rclone
+SYSTEM_BINS := sbatch slurmctld slurmd munged podman debootstrap rclone chromium
 system-deps:
 	@missing=0; for b in $(SYSTEM_BINS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null || missing=1; done; \
 	if [ $$missing = 0 ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-	  echo "note: some of slurm-wlm, munge, podman, debootstrap, rclone are missing; their tests will skip" \
-	       "(as root: apt-get install slurm-wlm munge podman debootstrap rclone)"; exit 0; fi; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge rclone \
+	  echo "note: some of slurm-wlm, munge, podman, debootstrap, rclone, chromium are missing; their tests will skip" \
+	       "(as root: apt-get install slurm-wlm munge podman debootstrap rclone chromium)"; exit 0; fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge rclone chromium \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap
 
 demo: install

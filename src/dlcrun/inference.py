@@ -26,7 +26,7 @@ import os
 import pickle
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,9 @@ class Analysis:
     seconds: float
     rows: int = 0  # analysed: one in ``stride`` of the decoded frames
     stride: int = 1
+    quality: dict[str, Any] = field(default_factory=dict)  # quality.QualityAccumulator.result()
+    clip: Path | None = None  # the labelled clip of the worst stretch, when asked (on scratch)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent filtering, drawing the clip
 
 
 def quiet_environment(scratch: Path | None = None) -> None:
@@ -124,7 +127,7 @@ def shuffle_engine(project: Path, shuffle: int = 1, trainingsetindex: int = 0) -
         raise ConfigError(f"{project}: no config.yaml; --project must be a DeepLabCut project folder") from None
     except (YAMLError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(f"{project / 'config.yaml'}: no TrainingFraction[{trainingsetindex}] ({exc})") from None
-    name = f"trainset{int(round(100 * fraction))}shuffle{shuffle}"
+    name = f"trainset{int(100 * fraction)}shuffle{shuffle}"  # as DLC names it: int(), not round()
     for metadata in (project / "training-datasets" / iteration).glob("*/metadata.yaml"):
         try:
             entries = (YAML(typ="safe").load(metadata.read_text()) or {}).get("shuffles", {})
@@ -237,14 +240,21 @@ class Analyzer(ABC):
         stem: str | None = None,
         sampling: Sampling = FULL,
         provenance: dict[str, Any] | None = None,
+        filtertype: str | None = None,
+        clip: bool = False,
     ) -> Analysis:
         """Write DLC's ``<stem><scorer>.h5`` and ``_meta.pickle`` (and ``.csv``) into ``out_dir``.
 
         Rows go to the .h5 as they come (RAM holds one batch and one chunk, never the video);
-        the .h5 index holds the original frame numbers, which a stride makes sparse.
+        the .h5 index holds the original frame numbers, which a stride makes sparse. Each chunk
+        also feeds the quality numbers (``dlcrun.quality``), kept in the ``dlcrun`` block.
         ``provenance`` (the source video's identity, the snapshot) joins the ``dlcrun`` block of
         ``_meta.pickle``, so the file itself says which video and model it came from.
+        ``filtertype`` runs DLC's filterpredictions on the .h5 (``<prefix>_filtered.h5``, and
+        ``.csv`` with ``save_csv``); ``clip`` draws the worst stretch into ``Analysis.clip``.
         """
+        from dlcrun.quality import QualityAccumulator, window_rows
+
         cfg = self.project_cfg
         cropping = [cfg["x1"], cfg["x2"], cfg["y1"], cfg["y2"]] if cfg.get("cropping", False) else None
         stream = self.decoder.open(video, tuple(cropping) if cropping else None)
@@ -253,12 +263,16 @@ class Analyzer(ABC):
         prefix = self.output_prefix(stem or video.stem, sampling)
         out_dir.mkdir(parents=True, exist_ok=True)
         h5 = out_dir / f"{prefix}.h5"
+        expected_rows = -(-info.header_frames // stride) if info.header_frames > 0 else None
+        pcutoff = float(cfg.get("pcutoff", 0.6))
+        quality = QualityAccumulator(self.spec.bodyparts, pcutoff, window_rows(info.fps, stride, expected_rows))
         table = KeypointTable(
             h5,
             self.spec.scorer,
             self.spec.bodyparts,
             self.n_individuals,
-            expected_rows=-(-info.header_frames // stride) if info.header_frames > 0 else None,
+            expected_rows=expected_rows,
+            quality=quality,
         )
         start = time.time()
         try:
@@ -279,6 +293,7 @@ class Analyzer(ABC):
                 f"{video.name}: decoded {decoded} of the {info.header_frames} frames its header claims; "
                 "the file is truncated or corrupt (re-encode or re-copy it)"
             )
+        numbers = quality.result()
         metadata = self.metadata(info, cropping, start, stop, decoded)
         metadata["dlcrun"] = {  # beside DLC's "data", which stays exactly DLC's
             "stride": stride,
@@ -287,6 +302,8 @@ class Analyzer(ABC):
             "rows": rows,
             "precision": self.precision,
             "decoder": self.decoder.name,
+            "quality": numbers,
+            "filter": filtertype,  # what made <prefix>_filtered.h5, if anything (outputs' done-check)
             **(provenance or {}),
         }
         meta_path = out_dir / f"{prefix}_meta.pickle"
@@ -295,6 +312,14 @@ class Analyzer(ABC):
         files = [h5, meta_path]
         if save_csv:
             files.append(write_csv(h5))
+        timings: dict[str, float] = {}
+        if filtertype:
+            files += self._filter(h5, stem or video.stem, filtertype, save_csv, timings)
+        clip_path = None
+        if clip and numbers["worst"] is not None:
+            box = metadata.get("data", {}).get("cropping_parameters") if cropping else None
+            out = out_dir / "clip" / f"{prefix}.mp4"
+            clip_path = self._clip(video, h5, numbers["worst"], box, out, stride, timings)
         return Analysis(
             files=files,
             frames=decoded,
@@ -302,7 +327,46 @@ class Analyzer(ABC):
             seconds=stop - start,
             rows=rows,
             stride=stride,
+            quality=numbers,
+            clip=clip_path,
+            timings=timings,
         )
+
+    def _filter(self, h5: Path, stem: str, filtertype: str, save_csv: bool, timings: dict[str, float]) -> list[Path]:
+        """DLC's filterpredictions on the .h5 just written (``dlcrun.filtering``)."""
+        from dlcrun.filtering import filter_h5
+
+        clock = time.monotonic()
+        spec = self.spec
+        config = Path(spec.project) / "config.yaml"
+        files = filter_h5(
+            h5, stem, spec.scorer, self.project_cfg, config, filtertype, save_csv, spec.shuffle, spec.trainingsetindex
+        )
+        timings["filter"] = round(time.monotonic() - clock, 3)
+        return files
+
+    def _clip(
+        self,
+        video: Path,
+        h5: Path,
+        worst: dict[str, Any],
+        box: list[int] | None,
+        out: Path,
+        stride: int,
+        timings: dict[str, float],
+    ) -> Path | None:
+        """The labelled clip of the worst stretch (``dlcrun.clips``); None, with a warning in the
+        log, when it cannot be made: the keypoints stand without it."""
+        from dlcrun.clips import write_clip
+
+        clock = time.monotonic()
+        try:
+            return write_clip(video, h5, worst, self.project_cfg, tuple(box) if box else None, out, stride)
+        except (InferenceError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("%s: no QC clip (%s: %s)", video.name, type(exc).__name__, exc)
+            return None
+        finally:
+            timings["clip"] = round(time.monotonic() - clock, 3)
 
 
 class KeypointTable:
@@ -317,7 +381,9 @@ class KeypointTable:
         n_individuals: int,
         expected_rows: int | None = None,
         chunk: int = 4096,
+        quality: Any = None,
     ):
+        """``quality`` (a ``quality.QualityAccumulator``) sees every chunk as it is written."""
         import pandas as pd
 
         self.path = path
@@ -328,6 +394,7 @@ class KeypointTable:
         self.expected_rows = expected_rows
         self.chunk = chunk
         self.rows = 0
+        self.quality = quality
         self._frames: list[int] = []
         self._values: list[Any] = []
         path.unlink(missing_ok=True)
@@ -347,8 +414,11 @@ class KeypointTable:
 
         if not self._frames:
             return
-        df = pd.DataFrame(np.stack(self._values), columns=self.columns, index=pd.Index(self._frames, dtype="int64"))
+        values = np.stack(self._values)
+        df = pd.DataFrame(values, columns=self.columns, index=pd.Index(self._frames, dtype="int64"))
         self._store.append("df_with_missing", df, format="table", expectedrows=self.expected_rows or len(df))
+        if self.quality is not None:
+            self.quality.add(df.index.to_numpy(), values)
         self.rows += len(df)
         self._frames, self._values = [], []
 

@@ -83,6 +83,12 @@ class Record:
     # Every location (final and hidden part names) this attempt may have written at the
     # destination while publishing; a later attempt removes what a killed one left there.
     publishing: list[str] = field(default_factory=list)
+    # How well the video was tracked (quality.QualityAccumulator.result(): per bodypart
+    # likelihood percentiles, time under pcutoff, jumps, the worst window); {} before DLC ran.
+    quality: dict[str, Any] = field(default_factory=dict)
+    # The labelled clip of the worst stretch (--qc-clips), relative to the run directory
+    # (clips/<index>-<stem>.mp4); "" when none was asked for or it could not be made.
+    clip: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:

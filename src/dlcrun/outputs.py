@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlcrun.errors import DlcrunError, InferenceError, StorageError
+from dlcrun.filtering import filtered_names
 from dlcrun.inference import ModelSpec, Sampling, count_rows
 from dlcrun.ledger import Output, Record, Run
 from dlcrun.locations import basename, join, output_folders
@@ -46,7 +47,9 @@ class Plan:
             raise DlcrunError(f"{self.video}: its outputs would go to {folder}, outside dest {settings.dest}")
         self.dest_dir = join(settings.dest, folder)
         prefix = self.stem + self.spec.scorer + self.sampling.suffix
-        names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + [f"{prefix}.h5"]
+        self.filter = settings.filter  # DLC's filterpredictions outputs join the set (dlcrun.filtering)
+        filtered = filtered_names(prefix, settings.save_csv) if self.filter else []
+        names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + filtered + [f"{prefix}.h5"]
         self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
 
 
@@ -104,6 +107,8 @@ class Claim:
     stride: int
     fps: float
     found: list[StoredObject | None]  # plan.outputs as stat'ed at the destination
+    filter: str | None = None  # the filter that made the _filtered files published with it, if any
+    quality: dict[str, Any] = field(default_factory=dict)  # the quality numbers it carries
 
 
 def still_published(record: Record) -> bool:
@@ -149,7 +154,7 @@ def claim_at_destination(plan: Plan, workdir: Path) -> Claim | None:
         dest.fetch(meta_uri, meta)
         try:
             with open(meta, "rb") as fh:
-                metadata = pickle.load(fh)
+                metadata = _MetaUnpickler(fh).load()
             data = metadata["data"]
             ours = metadata.get("dlcrun", {})  # no "dlcrun": DLC wrote it
             source = SourceIdentity.from_dict(ours.get("source"))
@@ -157,18 +162,60 @@ def claim_at_destination(plan: Plan, workdir: Path) -> Claim | None:
             frames = int(ours.get("frames_decoded", data["nframes"]))
             stride = int(ours.get("stride", 1))
             fps = float(data.get("fps") or 0)
-        except Exception:  # noqa: BLE001 - any damage means: not provably this video's
+            used = ours.get("filter")
+            quality = ours.get("quality") if isinstance(ours.get("quality"), dict) else {}
+        except Exception as exc:  # noqa: BLE001 - any damage means: not provably this video's
+            log.warning("%s: unreadable (%s: %s); not taken as this video's", meta_uri, type(exc).__name__, exc)
             return Claim(source=None, snapshot=None, frames=0, stride=0, fps=0.0, found=found)
-        return Claim(source=source, snapshot=snapshot, frames=frames, stride=stride, fps=fps, found=found)
+        return Claim(
+            source=source,
+            snapshot=snapshot,
+            frames=frames,
+            stride=stride,
+            fps=fps,
+            found=found,
+            filter=used or None,
+            quality=quality,
+        )
     finally:
         shutil.rmtree(check, ignore_errors=True)
+
+
+class _Foreign:
+    """Whatever a _meta.pickle names outside the standard library and numpy (DLC's ``NetType``
+    and ``MethodType`` enums in its ``data`` block), kept as its arguments, unimported."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _MetaUnpickler(pickle.Unpickler):
+    """Reads a _meta.pickle without importing the classes it names beyond the standard library
+    and numpy. Only its plain values are read here, and importing DeepLabCut for its enums costs
+    seconds, needs DLC where a check may not have it, and in the download thread, while the main
+    thread imports DLC to load the model, fails with Python's import deadlock error."""
+
+    SAFE = ("builtins", "copyreg", "_codecs", "collections", "datetime", "pathlib", "numpy")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in self.SAFE:
+            return super().find_class(module, name)
+        return _Foreign
 
 
 def complete_at_destination(plan: Plan, claim: Claim, workdir: Path) -> tuple[list[Output], int, int] | None:
     """(outputs, frames in the video, stride) when this video's outputs there are whole and of
     this snapshot and sampling: every file present, the .h5 one row per analysed frame (a short
-    or unreadable file is analysed again; DLC itself would skip it forever, issue 3101)."""
+    or unreadable file is analysed again; DLC itself would skip it forever, issue 3101). With
+    ``--filter``, the ``_filtered`` files are among them, and the _meta.pickle published with
+    them must name that filter: a ``_filtered.h5`` left by another filter, or by an earlier run
+    of another snapshot, is not this run's."""
     if claim.snapshot != plan.spec.snapshot or claim.stride != plan.sampling.stride_for(claim.fps):
+        return None
+    if plan.filter and claim.filter != plan.filter:
         return None
     found = claim.found
     if any(f is None for f in found):

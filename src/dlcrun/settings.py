@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     stride: int = Field(1, ge=1, description="analyse one frame in N (the .h5 keeps the original frame numbers)")
     every: str | None = Field(None, description="analyse one frame every DURATION (e.g. 10s, 2min); instead of stride")
     save_csv: bool = Field(False, description="also write DLC's .csv next to the .h5")
+    filter: Literal["median", "arima", "spline"] | None = Field(
+        None,
+        description="also write DLC's filterpredictions output (<video><scorer>_filtered.h5) with this "
+        "filter: median, arima or spline; empty: none",
+    )
+    qc_clips: bool = Field(
+        False, description="write a labelled clip of each video's worst-tracked seconds into the run's clips/"
+    )
     image: str | None = Field(None, description="Apptainer image that array indices run inside")
     engine: Literal["auto", "pytorch", "tensorflow"] = Field(
         "auto", description="DeepLabCut engine of the shuffle (auto: read from the project; for doctor)"
@@ -224,6 +232,14 @@ class Settings(BaseSettings):
         if value is not None:
             parse_duration(value)
         return value
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _no_filter(cls, value: Any) -> Any:
+        """``""`` (what dlcrun init writes for unset) and ``none`` mean no filter, so a flag can say it."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("decoder")
     @classmethod

@@ -102,6 +102,7 @@ class _Staged:
     video: Path | None = None  # on scratch, to analyse
     identity: SourceIdentity | None = None  # of that video
     verified: tuple[list[Output], int, int] | None = None  # outputs already at the destination
+    quality: dict[str, Any] = field(default_factory=dict)  # theirs, from their _meta.pickle
 
 
 class _Pipeline:
@@ -110,8 +111,8 @@ class _Pipeline:
         self.submission = submission
         self.settings = run.settings
         self.analyzer = analyzer
-        self._load_error: DlcrunError | None = None
-        self._load_seconds = 0.0
+        self._load_error: Exception | None = None
+        self._load_seconds = 0.0  # reported by the first video analysed with the model
 
     def run(self, indices: list[int]) -> list[Record]:
         records: dict[int, Record] = {}
@@ -127,6 +128,7 @@ class _Pipeline:
                         continue
                 job, staged_future = fetching
                 fetching = None
+                self._warm()
                 _wait(staged_future)
                 try:
                     staged = staged_future.result()
@@ -262,7 +264,7 @@ class _Pipeline:
             log.info("index %d: outputs of this video already at %s; not analysed again", plan.index, plan.dest_dir)
             if staged is not None and staged.video is not None:
                 staged.video.unlink(missing_ok=True)
-            return _Staged(verified=done)
+            return _Staged(verified=done, quality=claim.quality)
         # This video's, but partial, short or of another snapshot/sampling: analysed again and replaced.
         return staged if staged is not None else self._fetch(job, source, info)
 
@@ -305,22 +307,31 @@ class _Pipeline:
                     precision=settings.precision,
                     decoder=settings.decoder,
                 )
-            except DlcrunError as exc:
+            except Exception as exc:  # kept: every video of the index fails on it, none loads again
                 self._load_error = exc
                 raise
             self._load_seconds = round(time.monotonic() - clock, 3)
         return self.analyzer
+
+    def _warm(self) -> None:
+        """Load the model while the first video downloads, rather than after: the two took turns,
+        seconds of every index's start-up. A failure waits for the first video that needs the model."""
+        if self.analyzer is None and self._load_error is None:
+            try:
+                self._model()
+            except Exception:  # noqa: BLE001 - kept in _load_error, raised for that video
+                pass
 
     def _analyse(self, job: _Job, staged: _Staged) -> list[tuple[Path, str]] | None:
         """Main thread: the model's part. Returns (local file, destination) pairs to publish."""
         plan, record = job.plan, job.record
         if staged.verified is not None:
             record.outputs, record.frames, record.stride = staged.verified
+            record.quality = staged.quality
             return None
         assert staged.video is not None and staged.identity is not None
-        first_load = self.analyzer is None
         analyzer = self._model()
-        record.seconds["load"] = self._load_seconds if first_load else 0.0
+        record.seconds["load"], self._load_seconds = self._load_seconds, 0.0
         provenance = {
             "source": staged.identity.to_dict(),
             "model": {"snapshot": plan.spec.snapshot, "scorer": plan.spec.scorer, "shuffle": plan.spec.shuffle},
@@ -332,15 +343,38 @@ class _Pipeline:
             stem=plan.stem,
             sampling=plan.sampling,
             provenance=provenance,
+            filtertype=plan.filter,
+            clip=self.settings.qc_clips,
         )
         record.seconds["infer"] = round(analysis.seconds, 3)
+        record.seconds.update(analysis.timings)
         record.frames, record.stride = analysis.frames, analysis.stride
+        record.quality = analysis.quality
+        if analysis.clip is not None:
+            record.clip = self._keep_clip(analysis.clip, plan)
         h5 = next(f for f in analysis.files if f.suffix == ".h5")
         rows = count_rows(h5)
         if rows != analysis.rows:
             raise VerificationError(f"{h5.name}: {rows} rows for {analysis.rows} analysed frames; not published")
         by_name = {f.name: f for f in analysis.files}
         return [(by_name[basename(uri)], uri) for uri in plan.outputs]
+
+    def _keep_clip(self, clip: Path, plan: Plan) -> str:
+        """The QC clip into the run directory (``clips/<index>-<stem>.mp4``, written under a
+        hidden name and renamed); its path relative to the run directory, "" (and a warning in
+        the log) when it cannot be kept: the keypoints stand without it."""
+        name = f"clips/{plan.index}-{plan.stem}.mp4"
+        final = self.run_.path / name
+        part = final.with_name(f".{final.name}.part")
+        try:
+            final.parent.mkdir(exist_ok=True)
+            shutil.copyfile(clip, part)
+            os.replace(part, final)
+        except OSError as exc:
+            log.warning("index %d: QC clip not kept in %s (%s)", plan.index, final.parent, exc)
+            part.unlink(missing_ok=True)
+            return ""
+        return name
 
     def _publish(self, job: _Job, outputs: list[tuple[Path, str]] | None) -> None:
         """Background: upload (.h5 last), then the final record. All or nothing: every location

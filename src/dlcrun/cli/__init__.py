@@ -7,7 +7,7 @@ One module per group of commands, each registering on the one Typer ``app`` (``c
 from __future__ import annotations
 
 # Each registers its commands on app, under its --help panel (Batches, Models, Set up and check).
-from dlcrun.cli import inputs, models, runs, setup  # noqa: F401
+from dlcrun.cli import inputs, models, results, runs, setup  # noqa: F401
 from dlcrun.cli.app import app, friendly
 
 

@@ -206,6 +206,9 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Libraries that log at INFO when imported; shown with --verbose only.
+QUIET_LOGGERS = ("numexpr", "numexpr.utils", "matplotlib", "PIL", "h5py", "tables")
+
 # What make install-login leaves out, by the module name an import fails on.
 HEAVY = {"deeplabcut": "DeepLabCut", "torch": "PyTorch", "cv2": "OpenCV", "av": "PyAV", "tables": "PyTables"}
 
@@ -228,6 +231,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # libraries' start-up chatter ("NumExpr defaulting to 2 threads") is not news
+        for chatty in QUIET_LOGGERS:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     install_redaction()  # every log line and traceback, and uncaught ones, with secrets masked
 
 

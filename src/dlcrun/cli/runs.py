@@ -58,6 +58,8 @@ def submit(
     stride: Annotated[Optional[int], setting("stride")] = None,
     every: Annotated[Optional[str], setting("every", default="off")] = None,
     save_csv: Annotated[Optional[bool], setting("save_csv", "--save-csv/--no-save-csv")] = None,
+    filter: Annotated[Optional[str], setting("filter")] = None,
+    qc_clips: Annotated[Optional[bool], setting("qc_clips", "--qc-clips/--no-qc-clips")] = None,
     scratch: Annotated[Optional[Path], setting("scratch")] = None,
     image: ImageOpt = None,
     runs_dir: RunsDirOpt = None,

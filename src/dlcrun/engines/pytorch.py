@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dlcrun.engines import ShuffleFolder, register
+from dlcrun.engines.pytorch_snapshots import pin_from_files
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError
 from dlcrun.inference import PYTORCH, Analyzer, ModelSpec, project_config, resolve_device, selected_snapshot
 
@@ -59,43 +60,10 @@ class PytorchEngine:
         return None  # pinning here needed DeepLabCut's PyTorch engine already
 
     def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
-        from deeplabcut.pose_estimation_pytorch.apis import utils
-
-        loader = shuffle_loader(project, shuffle, trainingsetindex)
-        if loader.project_cfg["multianimalproject"]:
-            raise ConfigError(
-                f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
-                "use deeplabcut.analyze_videos for them"
-            )
-        if snapshot is None:
-            snapshot = selected_snapshot(loader.model_folder)
-        try:
-            if snapshot and snapshot.endswith(".pt"):
-                found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])
-            else:
-                index: int | str | None = int(snapshot) if snapshot and snapshot.lstrip("-").isdigit() else snapshot
-                index, _ = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, index, None)
-                found = utils.get_model_snapshots(index, loader.model_folder, loader.pose_task)
-        except (ValueError, IndexError) as exc:
-            found, reason = [], str(exc)
-        else:
-            reason = "no such snapshot"
-        if not found:
-            raise ConfigError(
-                f"{loader.model_folder}: snapshot '{snapshot or 'from config.yaml'}' not usable ({reason}); "
-                "train the network first (dlcrun train) or pass --snapshot"
-            )
-        snap = found[0]
-        return ModelSpec(
-            project=str(project),
-            shuffle=shuffle,
-            trainingsetindex=trainingsetindex,
-            snapshot=str(Path(snap.path).resolve()),
-            scorer=loader.scorer(snap),
-            bodyparts=list(loader.model_cfg["metadata"]["bodyparts"]),
-            net_type=str(loader.model_cfg["net_type"]),
-            default_batch_size=int(loader.project_cfg.get("batch_size", 1) or 1),
-        )
+        """From the shuffle's files where they suffice (no DeepLabCut import: seconds saved at
+        every submit), else through DeepLabCut's own loader; the same spec either way."""
+        spec = pin_from_files(project, shuffle, trainingsetindex, snapshot)
+        return spec if spec is not None else pin_with_dlc(project, shuffle, trainingsetindex, snapshot)
 
     def open(
         self,
@@ -173,6 +141,54 @@ class PytorchEngine:
             show_errors=False,
         )
         return ShuffleFolder(snapshots=loader.model_folder, train_fraction=loader.train_fraction)
+
+
+def pin_with_dlc(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
+    """``PytorchEngine.pin`` through DeepLabCut's loader: what ``pin_from_files`` is held equal to,
+    and what answers where the files do not suffice."""
+    from deeplabcut.pose_estimation_pytorch.apis import utils
+
+    loader = shuffle_loader(project, shuffle, trainingsetindex)
+    if loader.project_cfg["multianimalproject"]:
+        raise ConfigError(
+            f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
+            "use deeplabcut.analyze_videos for them"
+        )
+    if snapshot is None:
+        snapshot = selected_snapshot(loader.model_folder)
+    try:
+        if snapshot and snapshot.endswith(".pt"):
+            found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])
+        else:
+            index: int | str | None = int(snapshot) if snapshot and snapshot.lstrip("-").isdigit() else snapshot
+            index, _ = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, index, None)
+            found = utils.get_model_snapshots(index, loader.model_folder, loader.pose_task)
+    except (ValueError, IndexError) as exc:
+        found, reason = [], str(exc)
+    else:
+        reason = "no such snapshot"
+    if not found:
+        raise ConfigError(
+            f"{loader.model_folder}: snapshot '{snapshot or 'from config.yaml'}' not usable ({reason}); "
+            "train the network first (dlcrun train) or pass --snapshot"
+        )
+    snap = found[0]
+    return ModelSpec(
+        project=str(project),
+        shuffle=shuffle,
+        trainingsetindex=trainingsetindex,
+        snapshot=str(Path(snap.path).resolve()),
+        scorer=loader.scorer(snap),
+        bodyparts=list(loader.model_cfg["metadata"]["bodyparts"]),
+        net_type=_plain_name(loader.model_cfg["net_type"]),
+        default_batch_size=int(loader.project_cfg.get("batch_size", 1) or 1),
+    )
+
+
+def _plain_name(net_type: Any) -> str:
+    """``resnet_50`` as pytorch_config.yaml spells it: DLC 3.0.2's config gives an enum (``NetType``),
+    whose ``str()`` is ``NetType.RESNET_50``."""
+    return str(getattr(net_type, "value", net_type))
 
 
 def latest_snapshot(model_folder: Path) -> Path | None:
