@@ -109,3 +109,50 @@ def test_manifest_imports_no_model_library(lab: Path) -> None:
     heavy, code, output = dlcrun("manifest", "--folder", "videos", "-o", "listed.txt", cwd=lab)
     assert (heavy, code) == ([], 0), output
     assert [Path(e).name for e in read_manifest(lab / "listed.txt").entries] == ["a.mp4", "b.mp4"]
+
+
+def test_an_index_loads_its_model_while_the_first_video_downloads(tmp_path: Path, monkeypatch) -> None:
+    """The model load starts before the first video's fetch ends (they used to take turns).
+
+    The fetch waits for the load to begin and the load, once begun, fails: so the fetch finishes
+    (it is timed in the record) and the index fails on the model, not on a fetch that waited in vain.
+    """
+    import threading
+
+    from dlcrun import task
+    from dlcrun.errors import ConfigError, StorageError
+    from dlcrun.ledger import Run
+    from dlcrun.manifest import Manifest
+    from dlcrun.settings import load_settings
+    from dlcrun.storage.local import LocalStorage
+
+    loading = threading.Event()
+    fetch = LocalStorage.fetch
+
+    def fetch_once_loading(self, uri, local):  # type: ignore[no-untyped-def]
+        if not loading.wait(timeout=30):
+            raise StorageError("the model load had not started when the fetch ended")
+        return fetch(self, uri, local)
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        loading.set()
+        raise ConfigError("the model for this test")
+
+    monkeypatch.setattr(LocalStorage, "fetch", fetch_once_loading)
+    monkeypatch.setattr(task, "open_analyzer", refuse)
+    (tmp_path / "config.yaml").write_text("Task: lab\n")
+    video = tmp_path / "videos" / "a.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"\0" * 1000)
+    settings = load_settings(
+        None, project=tmp_path, dest=str(tmp_path / "kp"), runs_dir=tmp_path / "runs", scratch=tmp_path / "scratch"
+    )
+    model = {"project": str(tmp_path), "shuffle": 1, "trainingsetindex": 0, "snapshot": "/x/snapshot-1.pt"}
+    model |= {"scorer": "DLC_Resnet50_labJan1shuffle1_snapshot_1", "bodyparts": ["snout"], "net_type": "resnet_50"}
+    run = Run.create(
+        tmp_path / "runs", settings, Manifest(entries=[str(video)]), model | {"default_batch_size": 1}, "b"
+    )
+
+    (record,) = task.run_indices(run, [0])
+    assert record.state == "failed" and record.error == "the model for this test"
+    assert "fetch" in record.seconds

@@ -10,7 +10,8 @@ the shuffle (training continues), weights the user names, or a randomly initiali
 (:func:`random_init`); DLC would otherwise download ImageNet weights, which a compute node cannot.
 
 torch and DeepLabCut are imported inside the functions: they cost seconds, and ``dlcrun submit``
-on a login node has neither.
+on a login node has neither. Pinning reads the shuffle's files (``pytorch_snapshots.py``) and
+imports DeepLabCut only where they do not suffice.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from typing import Any, NoReturn
 from dlcrun.engines import ShuffleFolder, register
 from dlcrun.engines.pytorch_snapshots import pin_from_files
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError
-from dlcrun.inference import PYTORCH, Analyzer, ModelSpec, project_config, resolve_device, selected_snapshot
+from dlcrun.inference import (
+    PYTORCH,
+    Analyzer,
+    ModelSpec,
+    installed,
+    project_config,
+    resolve_device,
+    selected_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,13 @@ class PytorchEngine:
         return None if precision in PRECISIONS else f"knows precisions {', '.join(PRECISIONS)} only"
 
     def missing_here(self) -> str | None:
-        return None  # pinning here needed DeepLabCut's PyTorch engine already
+        # Pinning reads files now, so it no longer proves torch is here (DeepLabCut is: batch.pin).
+        if installed("torch"):
+            return None
+        return (
+            "is a PyTorch-engine (DLC 3) model and torch is not installed here: make install, or run the "
+            "indices in the image (--image)"
+        )
 
     def pin(self, project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
         """From the shuffle's files where they suffice (no DeepLabCut import: seconds saved at
