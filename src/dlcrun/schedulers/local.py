@@ -46,7 +46,7 @@ class LocalScheduler:
 
     def submit_training(self, workdir: Path, argv: list[str], resources: Resources, prelude: Sequence[str] = ()) -> str:
         """Here, now; the prelude is for cluster nodes (this machine's environment is already set)."""
-        return f"local-{_detach(_here(argv), workdir / 'logs' / 'train.out')}"
+        return f"local-{_detach(argv, workdir / 'logs' / 'train.out')}"
 
     def states(self, run: Run, submissions: list[Submission]) -> dict[tuple[int, int], str]:
         out: dict[tuple[int, int], str] = {}
@@ -166,12 +166,6 @@ def _factory() -> LocalScheduler:
     return LocalScheduler()
 
 
-def _here(argv: list[str]) -> list[str]:
-    """A bare ``dlcrun`` runs in this interpreter, whether or not dlcrun is on PATH; a command
-    that starts with the image's prefix is left as it is (the image has its own dlcrun)."""
-    return [sys.executable, "-m", "dlcrun", *argv[1:]] if argv[0] == "dlcrun" else argv
-
-
 def supervise(run_path: Path, submission: int, size: int, max_running: int) -> int:
     """Run array indices 0..size-1, ``max_running`` at once; SIGTERM stops and forwards."""
     run = Run(run_path)
@@ -194,7 +188,7 @@ def supervise(run_path: Path, submission: int, size: int, max_running: int) -> i
         while pending and len(running) < max_running and not stopping:
             k = pending.pop(0)
             out = open(run.path / "logs" / f"{submission:03d}_{k}.out", "ab")
-            cmd = _here(task_argv(run, submission)) + ["--array-index", str(k)]
+            cmd = task_argv(run, submission) + ["--array-index", str(k)]
             env["DLCRUN_LOCAL_JOB"] = f"local-{os.getpid()}_{k}"
             running[k] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
             out.close()

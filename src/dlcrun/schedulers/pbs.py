@@ -16,7 +16,6 @@ when throttled.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -41,8 +40,6 @@ from dlcrun.schedulers.scripts import (
     write_script,
 )
 from dlcrun.settings import Resources
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ARRAY_SIZE = 10000
 # What the job needs from the submitting shell to find the same dlcrun. Not -V: PBS lists a job's
