@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-tf install-login system-deps demo test test-tf test-fast test-unit lint lock lock-tensorflow lock-tf-dev lock-hashes image clean
+.PHONY: install install-tf install-login install-movement system-deps demo test test-tf test-fast test-unit lint lock lock-tensorflow lock-tf-dev lock-movement lock-hashes image clean
 
 install: $(STAMP)
 
@@ -57,6 +57,23 @@ $(LOGIN_STAMP): requirements.lock pyproject.toml container/hash_lock.py
 	$(LOGIN_VENV)/bin/python -m pip check
 	@touch $@
 
+# `movement` (neuroinformatics-unit), in which the tests load dlcrun's outputs
+# (tests/support/movement_check.py runs it in a subprocess; dlcrun never imports it). Its own venv:
+# movement 0.15 wants pandas 3 and ~115 packages the main lock does not pin (~1.4 GB). Exact pins,
+# hash-checked, in requirements-movement.lock; no dlcrun and no test tools in it.
+MOVEMENT_VENV  ?= .venv-movement
+MOVEMENT_STAMP := $(MOVEMENT_VENV)/.installed
+MOVEMENT       ?= movement==0.15.0
+
+install-movement: $(MOVEMENT_STAMP)
+
+$(MOVEMENT_STAMP): requirements-movement.lock
+	@test -x $(MOVEMENT_VENV)/bin/python || $(PYTHON) -m venv $(MOVEMENT_VENV)
+	$(MOVEMENT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MOVEMENT_VENV)/bin/python -m pip install -q --require-hashes -r requirements-movement.lock
+	$(MOVEMENT_VENV)/bin/python -m pip check
+	@touch $@
+
 # The local Slurm cluster the tests start needs slurm-wlm and munge (Debian/Ubuntu); the OCI image
 # build test needs podman and debootstrap; the rclone tests need rclone (client and WebDAV server); the report's
 # browser test needs chromium (headless). Installed only as root and only when missing; otherwise
@@ -77,7 +94,7 @@ demo: install
 # Everything but gpu tests, then the TensorFlow-engine tests again in .venv-tf (where they run).
 # .venv-tf is installed only after the main suite: the image-build test needs ~28 GB of disk at its
 # peak, and a second 7-9 GB venv beside it ran a CI machine out of space.
-test: install install-login system-deps
+test: install install-login install-movement system-deps
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-tf
 
@@ -111,6 +128,21 @@ lock-tf-dev: install-tf
 	  > requirements-tensorflow-dev.lock.new
 	mv requirements-tensorflow-dev.lock.new requirements-tensorflow-dev.lock
 	$(TF_BIN)/python container/hash_lock.py requirements-tensorflow-dev.lock
+
+# The .venv-movement lock: pip resolves $(MOVEMENT) in a throwaway venv (a dry run: metadata only,
+# nothing installed), its picks become the pins, then their hashes are fetched (~1 min in all).
+lock-movement:
+	rm -rf $(MOVEMENT_VENV).resolve && $(PYTHON) -m venv $(MOVEMENT_VENV).resolve
+	$(MOVEMENT_VENV).resolve/bin/python -m pip install -q --upgrade pip
+	$(MOVEMENT_VENV).resolve/bin/python -m pip install -q --dry-run --ignore-installed \
+	  --report $(MOVEMENT_VENV).resolve/resolved.json '$(MOVEMENT)'
+	{ grep '^#' requirements-movement.lock; $(MOVEMENT_VENV).resolve/bin/python -c "import json, sys; \
+	  print(*sorted((f'{p[\"metadata\"][\"name\"]}=={p[\"metadata\"][\"version\"]}' \
+	  for p in json.load(sys.stdin)['install']), key=str.lower), sep='\n')" < $(MOVEMENT_VENV).resolve/resolved.json; } \
+	  > requirements-movement.lock.new
+	mv requirements-movement.lock.new requirements-movement.lock
+	rm -rf $(MOVEMENT_VENV).resolve
+	$(PYTHON) container/hash_lock.py requirements-movement.lock
 
 # The TensorFlow image's lock, resolved by pip for the image's Python 3.12 without installing it.
 lock-tensorflow: install

@@ -58,7 +58,8 @@ deps)
     awk '/^[^ \t]/ { skip = tolower($0) ~ /^(nvidia-|cuda-|triton==|torch==|torchvision==)/ } !skip' \
       "$LOCK" > "$requirements"
   fi
-  $pip install -q --require-hashes --no-deps --only-binary=:all: -r "$requirements"
+  # filterpy 1.4.5 is an sdist only (pure Python; 2.0.0's wheel breaks DLC's trackers: see the lock).
+  $pip install -q --require-hashes --no-deps --only-binary=:all: --no-binary=filterpy -r "$requirements"
   if [ "$VARIANT" = cpu ]; then
     torch=$(grep -E '^(torch|torchvision)==' "$LOCK" | cut -d' ' -f1)
     # shellcheck disable=SC2086

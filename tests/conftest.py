@@ -89,3 +89,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="no CUDA GPU visible to torch (gpu marker)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+# Trained multi-animal projects (tests/support/multianimal.py): two drawn mice, DLC's own project,
+# training-set and train_network functions, trained on CPU from random weights (no download).
+# Build times measured on the 2-core development machine, the first with a CI run going at once.
+# torch trains on 1 thread (bit-identical snapshots from one build to the next).
+
+
+@pytest.fixture(scope="session")
+def multianimal_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained bottom-up project (ResNet-50 with part-affinity fields, 2 mice, 3 bodyparts, 15
+    epochs); returns the project folder. ~90 s to build (2 cores; 94 s while a CI run was going)."""
+    from multianimal import make_multianimal_project
+
+    return make_multianimal_project(tmp_path_factory.mktemp("multianimal")).parent
+
+
+@pytest.fixture(scope="session")
+def topdown_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained top-down project (SSDLite detector, 15 epochs, then a top-down ResNet-50 on 64 px
+    crops, 8 epochs); returns the project folder. ~100-105 s to build (2 cores; 100 s while a CI
+    run was going, 145 s once with another job on the cores)."""
+    from multianimal import make_multianimal_project
+
+    return make_multianimal_project(tmp_path_factory.mktemp("topdown"), "top_down_resnet_50", top_down=True).parent
+
+
+@pytest.fixture(scope="session")
+def animals_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 frames (128x96) of the two mice in poses between the labelled ones; truth: multianimal.video_truth."""
+    from multianimal import CLIP_PHASE, write_animals_video
+
+    return write_animals_video(tmp_path_factory.mktemp("animals") / "animals.mp4", frames=24, phase=CLIP_PHASE)

@@ -24,6 +24,7 @@ from dlcrun.inference import ModelSpec, Sampling, installed
 from dlcrun.ledger import DRY_RUN, DryRunMark, Record, Run, Submission, now
 from dlcrun.locations import basename, output_folders, scheme_of
 from dlcrun.manifest import Manifest, read_manifest
+from dlcrun.outputs import output_names
 from dlcrun.schedulers import PREVIOUS, JobPlan, scheduler_for, unreachable
 from dlcrun.schedulers.scripts import write_script
 from dlcrun.settings import Settings
@@ -273,7 +274,29 @@ def pin(settings: Settings) -> ModelSpec:
         raise ConfigError(f"device {settings.device}: {which}")
     if runs_here(settings.image) and (missing := engine.missing_here()) is not None:
         raise ConfigError(f"{settings.project}: shuffle {settings.shuffle} {missing}")
+    _check_model_settings(spec, settings)
     return spec
+
+
+def _check_model_settings(spec: ModelSpec, settings: Settings) -> None:
+    """What a multi-animal project or a top-down model cannot be run with, refused before
+    anything is queued (each index would otherwise fail on it)."""
+    shuffle = f"shuffle {settings.shuffle}"
+    if spec.multi_animal:
+        why = f"{shuffle} is a multi-animal project, whose animals DLC's tracker follows over every frame"
+        if settings.stride > 1 or settings.every_seconds is not None:
+            flag = f"--stride {settings.stride}" if settings.every_seconds is None else f"--every {settings.every}"
+            raise ConfigError(f"{flag}: {why}; analyse every frame (no --stride/--every)")
+        if settings.filter:
+            raise ConfigError(f"--filter {settings.filter}: {why}; run deeplabcut.filterpredictions on the tracks")
+        if settings.qc_clips:
+            raise ConfigError(f"--qc-clips: {why}; dlcrun draws clips for single-animal projects only")
+    if spec.top_down and settings.precision != "fp32":
+        raise ConfigError(f"--precision {settings.precision}: {shuffle} is top-down; it runs in fp32 (DLC's runners)")
+    if settings.detector_batch_size is not None and not spec.top_down:
+        raise ConfigError(
+            f"--detector-batch-size {settings.detector_batch_size}: {shuffle} is a bottom-up model (no detector)"
+        )
 
 
 def _check_unique_outputs(manifest: Manifest, dest: str = "") -> None:
@@ -308,11 +331,12 @@ def _check_name_length(entry: str, name: str, what: str) -> None:
 
 
 def _check_output_names(manifest: Manifest, spec: ModelSpec, settings: Settings) -> None:
-    """The longest output name of each video (its ``_meta.pickle``) must fit, scorer and all."""
+    """The longest output name of each video must fit, scorer and all."""
     suffix = Sampling(stride=settings.stride, every=settings.every_seconds).suffix
     for entry in manifest.entries:
-        name = f"{Path(basename(entry)).stem}{spec.scorer}{suffix}_meta.pickle"
-        _check_name_length(entry, name, "its keypoint file name")
+        prefix = f"{Path(basename(entry)).stem}{spec.scorer}{suffix}"
+        names = output_names(spec, prefix, settings.save_csv, settings.filter)
+        _check_name_length(entry, max(names, key=lambda n: len(n.encode("utf-8"))), "its keypoint file name")
 
 
 def submit(run: Run, indices: list[int] | None = None, settings: Settings | None = None) -> Submission:

@@ -28,9 +28,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlcrun.errors import ConfigError, InferenceError
+
+if TYPE_CHECKING:
+    from dlcrun.tracking import AnimalsTable
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,40 @@ class ModelSpec:
     net_type: str
     default_batch_size: int
     engine: str = "pytorch"  # or "tensorflow": a DLC 2.x shuffle (engines/tensorflow.py)
+    # A multi-animal project: its individuals (the model's), unique bodyparts and DLC's tracker
+    # ("ellipse", "box", "skeleton"), which name the files analyze_videos(auto_track=True) writes.
+    multi_animal: bool = False
+    individuals: list[str] = field(default_factory=list)
+    unique_bodyparts: list[str] = field(default_factory=list)
+    track_method: str = ""
+    # A top-down model ("TD"; bottom-up "BU") and its pinned detector snapshot.
+    method: str = "BU"
+    detector_snapshot: str = ""
+    default_detector_batch_size: int = 1
+
+    @property
+    def top_down(self) -> bool:
+        return self.method.upper() == "TD"
+
+    @property
+    def tracker_suffix(self) -> str:
+        """``_el``, ``_bx``, ``_sk``: the tracks' file suffix (DLC's ``TRACK_METHODS``); "" single-animal."""
+        return (
+            {"ellipse": "_el", "box": "_bx", "skeleton": "_sk"}.get(self.track_method, "") if self.multi_animal else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def rows_whole(self, rows: int, analysed: int) -> bool:
+        """Whether an .h5 of ``rows`` rows holds all of ``analysed`` frames: one row each, or for
+        stitched tracks one per frame up to the last tracked one (DLC's ``TrackletStitcher``)."""
+        return 0 < rows <= analysed if self.multi_animal else rows == analysed
+
+    @property
+    def table_key(self) -> str:
+        """The key of the last output's table: DLC's keypoints, or its stitched tracks."""
+        return "tracks" if self.multi_animal else "df_with_missing"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -229,6 +263,11 @@ class Analyzer(ABC):
     ) -> dict[str, Any]:
         """DLC's ``_meta.pickle`` content for one video, as the engine's analyze_videos writes it."""
 
+    def track(self, table: Any, out_dir: Path, prefix: str, save_csv: bool) -> list[Path]:
+        """A multi-animal video's assemblies, tracklets and tracks from its predictions
+        (``dlcrun.tracking``), in ``tracking.names`` order after ``_meta.pickle``."""
+        raise InferenceError(f"{self.spec.project}: this engine does not track multi-animal projects")
+
     def output_prefix(self, video_stem: str, sampling: Sampling = FULL) -> str:
         return video_stem + self.spec.scorer + sampling.suffix
 
@@ -254,6 +293,7 @@ class Analyzer(ABC):
         ``.csv`` with ``save_csv``); ``clip`` draws the worst stretch into ``Analysis.clip``.
         """
         from dlcrun.quality import QualityAccumulator, window_rows
+        from dlcrun.tracking import AnimalsTable, tracked_values
 
         cfg = self.project_cfg
         cropping = [cfg["x1"], cfg["x2"], cfg["y1"], cfg["y2"]] if cfg.get("cropping", False) else None
@@ -265,18 +305,26 @@ class Analyzer(ABC):
         h5 = out_dir / f"{prefix}.h5"
         expected_rows = -(-info.header_frames // stride) if info.header_frames > 0 else None
         pcutoff = float(cfg.get("pcutoff", 0.6))
-        quality = QualityAccumulator(self.spec.bodyparts, pcutoff, window_rows(info.fps, stride, expected_rows))
-        table = KeypointTable(
-            h5,
-            self.spec.scorer,
-            self.spec.bodyparts,
-            self.n_individuals,
-            expected_rows=expected_rows,
-            quality=quality,
-        )
+        window = window_rows(info.fps, stride, expected_rows)
+        quality = QualityAccumulator(self.spec.bodyparts, pcutoff, window)
+        table: KeypointTable | AnimalsTable
+        if self.spec.multi_animal:  # DLC's tracker writes the keypoints, once the video is analysed
+            if stride != 1 or filtertype or clip:
+                stream.close()
+                raise InferenceError(f"{video.name}: a multi-animal project is tracked over every frame, unfiltered")
+            table = AnimalsTable()
+        else:
+            table = KeypointTable(
+                h5,
+                self.spec.scorer,
+                self.spec.bodyparts,
+                self.n_individuals,
+                expected_rows=expected_rows,
+                quality=quality,
+            )
         start = time.time()
         try:
-            rows = self.predict(stream, stride, table.add, RateLog(video.name, table.expected_rows or 0))
+            rows = self.predict(stream, stride, table.add, RateLog(video.name, expected_rows or 0))
         except InferenceError:
             raise
         except (RuntimeError, ValueError, OSError) as exc:  # torch or TF, pandas/PyTables, the decoder
@@ -293,6 +341,16 @@ class Analyzer(ABC):
                 f"{video.name}: decoded {decoded} of the {info.header_frames} frames its header claims; "
                 "the file is truncated or corrupt (re-encode or re-copy it)"
             )
+        tracked: list[Path] = []
+        if isinstance(table, AnimalsTable):
+            try:
+                tracked = self.track(table, out_dir, prefix, save_csv)
+            except InferenceError as exc:
+                raise InferenceError(f"{video.name}: {exc}") from None
+            h5 = tracked[-1]
+            columns, frames, values = tracked_values(h5)
+            quality = QualityAccumulator(columns, pcutoff, window)
+            quality.add(frames, values)
         numbers = quality.result()
         metadata = self.metadata(info, cropping, start, stop, decoded)
         metadata["dlcrun"] = {  # beside DLC's "data", which stays exactly DLC's
@@ -309,6 +367,16 @@ class Analyzer(ABC):
         meta_path = out_dir / f"{prefix}_meta.pickle"
         with open(meta_path, "wb") as fh:
             pickle.dump(metadata, fh, pickle.HIGHEST_PROTOCOL)
+        if tracked:
+            return Analysis(
+                files=[meta_path, *tracked],
+                frames=decoded,
+                header_frames=info.header_frames,
+                seconds=stop - start,
+                rows=rows,
+                stride=stride,
+                quality=numbers,
+            )
         files = [h5, meta_path]
         if save_csv:
             files.append(write_csv(h5))
@@ -446,15 +514,16 @@ def write_csv(h5: Path, chunk: int = 65536) -> Path:
     return csv
 
 
-def count_rows(h5: Path) -> int:
-    """Rows in a DLC .h5, read without loading the table."""
+def count_rows(h5: Path, key: str = "df_with_missing") -> int:
+    """Rows in a DLC .h5 (keypoints: ``df_with_missing``; a multi-animal video's stitched
+    tracks: ``tracks``), read without loading the table."""
     import pandas as pd
 
     try:
         with pd.HDFStore(h5, mode="r") as store:
-            storer = store.get_storer("df_with_missing")
+            storer = store.get_storer(key)
             if storer is None:
-                raise InferenceError(f"{h5.name}: no 'df_with_missing' table")
+                raise InferenceError(f"{h5.name}: no '{key}' table")
             return int(storer.nrows)
     except (OSError, KeyError) as exc:
         raise InferenceError(f"{h5.name}: unreadable .h5 ({exc})") from None

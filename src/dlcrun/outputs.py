@@ -23,6 +23,7 @@ from dlcrun.inference import ModelSpec, Sampling, count_rows
 from dlcrun.ledger import Output, Record, Run
 from dlcrun.locations import basename, join, output_folders
 from dlcrun.storage import StoredObject, storage_for
+from dlcrun.tracking import names as tracked_names
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,18 @@ class Plan:
         self.dest_dir = join(settings.dest, folder)
         prefix = self.stem + self.spec.scorer + self.sampling.suffix
         self.filter = settings.filter  # DLC's filterpredictions outputs join the set (dlcrun.filtering)
-        filtered = filtered_names(prefix, settings.save_csv) if self.filter else []
-        names = [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * settings.save_csv + filtered + [f"{prefix}.h5"]
+        names = output_names(self.spec, prefix, settings.save_csv, self.filter)
         self.outputs = [join(self.dest_dir, n) for n in names]  # .h5 last: its presence implies the rest
+
+
+def output_names(spec: ModelSpec, prefix: str, save_csv: bool, filtertype: str | None) -> list[str]:
+    """The files one video's run leaves, named as DLC names them, ``_meta.pickle`` first and the
+    .h5 last: DLC's keypoints (and filterpredictions' files), or for a multi-animal project what
+    analyze_videos(auto_track=True) writes (``dlcrun.tracking``: tracks, no plain .h5)."""
+    if spec.multi_animal:
+        return tracked_names(prefix, spec.tracker_suffix, save_csv)
+    filtered = filtered_names(prefix, save_csv) if filtertype else []
+    return [f"{prefix}_meta.pickle"] + [f"{prefix}.csv"] * save_csv + filtered + [f"{prefix}.h5"]
 
 
 @dataclass(frozen=True)
@@ -224,12 +234,12 @@ def complete_at_destination(plan: Plan, claim: Claim, workdir: Path) -> tuple[li
     h5 = workdir / "check" / basename(plan.outputs[-1])
     try:
         dest.fetch(plan.outputs[-1], h5)
-        rows = count_rows(h5)
+        rows = count_rows(h5, plan.spec.table_key)
     except (InferenceError, StorageError, OSError):
         return None
     finally:
         shutil.rmtree(h5.parent, ignore_errors=True)
-    if rows != -(-claim.frames // claim.stride):
+    if not plan.spec.rows_whole(rows, -(-claim.frames // claim.stride)):
         return None
     outputs = [Output(uri=f.uri, size=f.size, sha256=f.sha256 or "") for f in found if f is not None]
     return outputs, claim.frames, claim.stride

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
         None, ge=1, description="largest job array the cluster takes; empty: Slurm's MaxArraySize, 10000 on PBS/Torque"
     )
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; empty: the project's")
+    detector_batch_size: int | None = Field(
+        None, ge=1, description="frames per detector pass of a top-down model; empty: the project's"
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N (gpu means cuda)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per index; empty: cores/max_running")
     precision: Literal["fp32", "fp16", "bf16"] = Field(

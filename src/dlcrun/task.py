@@ -306,6 +306,7 @@ class _Pipeline:
                     settings.threads,
                     precision=settings.precision,
                     decoder=settings.decoder,
+                    detector_batch_size=settings.detector_batch_size,
                 )
             except Exception as exc:  # kept: every video of the index fails on it, none loads again
                 self._load_error = exc
@@ -353,8 +354,8 @@ class _Pipeline:
         if analysis.clip is not None:
             record.clip = self._keep_clip(analysis.clip, plan)
         h5 = next(f for f in analysis.files if f.suffix == ".h5")
-        rows = count_rows(h5)
-        if rows != analysis.rows:
+        rows = count_rows(h5, plan.spec.table_key)
+        if not plan.spec.rows_whole(rows, analysis.rows):
             raise VerificationError(f"{h5.name}: {rows} rows for {analysis.rows} analysed frames; not published")
         by_name = {f.name: f for f in analysis.files}
         return [(by_name[basename(uri)], uri) for uri in plan.outputs]

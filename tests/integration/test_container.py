@@ -132,7 +132,10 @@ def test_install_script_installs_exactly_the_lock_of_each_engine() -> None:
     script = (ROOT / "container" / "install.sh").read_text()
     assert "pytorch) LOCK=$SRC/requirements.lock" in script
     assert "tensorflow) LOCK=$SRC/requirements-tensorflow.lock" in script
-    assert re.search(r'pip install -q --require-hashes --no-deps --only-binary=:all: -r "\$requirements"', script)
+    assert re.search(
+        r'pip install -q --require-hashes --no-deps --only-binary=:all: --no-binary=filterpy -r "\$requirements"',
+        script,
+    )
     assert "$pip check" in script
     script = str(ROOT / "container" / "install.sh")
     bad = subprocess.run(["sh", script, "deps", "caffe"], capture_output=True, text=True)
@@ -161,8 +164,9 @@ def test_every_install_of_a_lock_checks_its_hashes() -> None:
     alone (not on PyPI) is named in the README."""
     makefile = (ROOT / "Makefile").read_text()
     installs = [line for line in makefile.splitlines() if re.search(r"pip install .*-r ", line)]
-    assert len(installs) == 3 and all("--require-hashes" in line for line in installs), installs
+    assert len(installs) == 4 and all("--require-hashes" in line for line in installs), installs
     assert "--require-hashes -r requirements.lock -r requirements-test.txt" in makefile
+    assert "--require-hashes -r requirements-movement.lock" in makefile
     assert "--require-hashes -r requirements-tensorflow-dev.lock -r requirements-test.txt" in makefile
     assert "--require-hashes --no-deps -r $(LOGIN_VENV)/login.lock" in makefile
     assert not re.search(r"^\t.*-c requirements\.lock", makefile, re.M)  # hashed constraints refuse `-e .`
@@ -171,6 +175,7 @@ def test_every_install_of_a_lock_checks_its_hashes() -> None:
         ("lock", "requirements.lock"),
         ("lock-tf-dev", "requirements-tensorflow-dev.lock"),
         ("lock-tensorflow", "requirements-tensorflow.lock"),
+        ("lock-movement", "requirements-movement.lock"),
     ):
         assert f"container/hash_lock.py {lock}" in recipes[target], target
     assert "container/hash_lock.py" in recipes["lock-hashes"]
@@ -183,6 +188,7 @@ def test_every_install_of_a_lock_checks_its_hashes() -> None:
         "requirements-test.txt",
         "requirements-tensorflow.lock",
         "requirements-tensorflow-dev.lock",
+        "requirements-movement.lock",
     ):
         note = HASH_NOTE.search((ROOT / lock).read_text())
         assert note, f"{lock}: no hashes note (make lock-hashes)"
@@ -368,6 +374,7 @@ def local_wheelhouse(folder: Path) -> Path:
             "--ignore-installed",
             "-q",
             "--only-binary=:all:",
+            "--no-binary=filterpy",  # an sdist only (see requirements.lock's note)
             "--target",
             str(folder.parent / "unused"),
             "--report",

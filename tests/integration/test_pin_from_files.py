@@ -139,11 +139,11 @@ def test_a_training_fraction_dlc_truncates_names_the_folder_it_made(project: Pat
     assert from_files == pin_with_dlc(copy, 1, 0, "-1")
 
 
-def test_a_multi_animal_project_is_refused_from_the_files(project: Path, tmp_path: Path) -> None:
+def test_a_multi_animal_project_is_left_to_dlc(project: Path, tmp_path: Path) -> None:
+    """Its individuals, unique bodyparts and tracker are read through DLC's loader (pin_with_dlc)."""
     copy = copy_project(project, tmp_path / project.name)
     edit_config(copy, multianimalproject=True)
-    with pytest.raises(ConfigError, match="multi-animal"):
-        pin_from_files(copy, 1, 0, None)
+    assert pin_from_files(copy, 1, 0, None) is None
 
 
 def test_shuffle_engine_finds_a_truncated_fraction_folder(tmp_path: Path) -> None:

@@ -349,6 +349,38 @@ def test_dry_run_keeps_script_and_sbatch_line_and_submits_nothing(
     assert f"dlcrun-{kept.parent.name}" not in queue.stdout.split()
 
 
+def test_multi_animal_array_writes_dlcs_tracks(
+    slurm_cluster: Path, tmp_path: Path, multianimal_project: Path, animals_clip: Path
+) -> None:
+    """A multi-animal project through a real Slurm array: each index writes what
+    analyze_videos(auto_track=True) writes (tracks last) at dest, and movement reads the tracks
+    with both individuals."""
+    from movement_check import load_with_movement, movement_python
+
+    from dlcrun.tracking import names
+
+    videos = [tmp_path / "videos" / n for n in ("cage1.mp4", "cage2.mp4")]
+    for video in videos:
+        video.parent.mkdir(exist_ok=True)
+        shutil.copy(animals_clip, video)
+    run = start(tmp_path, multianimal_project, videos, max_running=2)
+    batch.submit(run)
+    final, _ = follow(run)
+    assert final.counts["done"] == 2, {i: r.error for i, r in final.records.items()}
+    scorer = run.model["scorer"]
+    for i, video in enumerate(videos):
+        record = final.records[i]
+        assert [Path(o.uri).name for o in record.outputs] == names(video.stem + scorer, "_el", False)
+        assert set(record.quality["bodyparts"]) == {
+            f"{a}/{b}" for a in ("mouse1", "mouse2") for b in run.model["bodyparts"]
+        }
+    if not movement_python().is_file():
+        pytest.skip("no movement venv here: make install-movement (the tracks were checked above)")
+    # movement's from_dlc_file reads key df_with_missing only; DLC's tracks go through its DataFrame reader
+    loaded = load_with_movement(Path(final.records[0].outputs[-1].uri), reader="dataframe")
+    assert loaded["individuals"] == ["mouse1", "mouse2"] and loaded["n_frames"] > 0
+
+
 def test_train_job_writes_a_snapshot(
     slurm_cluster: Path, tmp_path: Path, demo_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "quality",
             "filtering",
             "clips",
+            "tracking",
         },
     ),
     (

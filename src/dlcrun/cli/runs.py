@@ -51,6 +51,7 @@ def submit(
         ),
     ] = None,
     batch_size: Annotated[Optional[int], setting("batch_size")] = None,
+    detector_batch_size: Annotated[Optional[int], setting("detector_batch_size")] = None,
     device: Annotated[Optional[str], setting("device")] = None,
     precision: Annotated[Optional[str], setting("precision")] = None,
     decoder: Annotated[Optional[str], setting("decoder")] = None,

@@ -62,8 +62,10 @@ class ModelEngine(Protocol):
         threads: int | None = None,
         precision: str = "fp32",
         decoder: str = "opencv",
+        detector_batch_size: int | None = None,
     ) -> Analyzer:
-        """The loaded network, reused across the videos of one array index."""
+        """The loaded network, reused across the videos of one array index (a top-down model's
+        detector runs ``detector_batch_size`` frames at a time)."""
         ...
 
     def train(
@@ -129,9 +131,10 @@ def open_analyzer(
     threads: int | None = None,
     precision: str = "fp32",
     decoder: str = "opencv",
+    detector_batch_size: int | None = None,
 ) -> Analyzer:
     """The loaded model for ``spec``, by the engine it was pinned with."""
-    return engine_for(spec.engine).open(spec, batch_size, device, threads, precision, decoder)
+    return engine_for(spec.engine).open(spec, batch_size, device, threads, precision, decoder, detector_batch_size)
 
 
 def pin_in_image(

@@ -88,8 +88,11 @@ class PytorchEngine:
         threads: int | None = None,
         precision: str = "fp32",
         decoder: str = "opencv",
+        detector_batch_size: int | None = None,
     ) -> Analyzer:
-        return PytorchAnalyzer(spec, batch_size, device, threads, precision, decoder)
+        return PytorchAnalyzer(
+            spec, batch_size, device, threads, precision, decoder, detector_batch_size=detector_batch_size
+        )
 
     def train(
         self,
@@ -160,24 +163,40 @@ class PytorchEngine:
 
 def pin_with_dlc(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec:
     """``PytorchEngine.pin`` through DeepLabCut's loader: what ``pin_from_files`` is held equal to,
-    and what answers where the files do not suffice."""
+    and what answers where the files do not suffice (multi-animal projects, top-down models)."""
     from deeplabcut.pose_estimation_pytorch.apis import utils
+    from deeplabcut.pose_estimation_pytorch.task import Task
 
     loader = shuffle_loader(project, shuffle, trainingsetindex)
-    if loader.project_cfg["multianimalproject"]:
+    task = loader.pose_task
+    if task not in (Task.BOTTOM_UP, Task.TOP_DOWN):
         raise ConfigError(
-            f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
-            "use deeplabcut.analyze_videos for them"
+            f"{loader.model_config_path}: a {task.value} (conditional top-down) model takes its conditions "
+            "from a second, bottom-up model; dlcrun runs bottom-up and top-down models (use "
+            "deeplabcut.analyze_videos for this one)"
         )
     if snapshot is None:
         snapshot = selected_snapshot(loader.model_folder)
+    detector = None
     try:
         if snapshot and snapshot.endswith(".pt"):
-            found = utils.get_model_snapshots(0, loader.model_folder, loader.pose_task, [Path(snapshot).stem])
+            found = utils.get_model_snapshots(0, loader.model_folder, task, [Path(snapshot).stem])
+            detector_index = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, None, None)[
+                1
+            ]
         else:
             index: int | str | None = int(snapshot) if snapshot and snapshot.lstrip("-").isdigit() else snapshot
-            index, _ = utils.parse_snapshot_index_for_analysis(loader.project_cfg, loader.model_cfg, index, None)
-            found = utils.get_model_snapshots(index, loader.model_folder, loader.pose_task)
+            index, detector_index = utils.parse_snapshot_index_for_analysis(
+                loader.project_cfg, loader.model_cfg, index, None
+            )
+            found = utils.get_model_snapshots(index, loader.model_folder, task)
+        if found and task == Task.TOP_DOWN:
+            if detector_index is None:
+                raise ValueError("config.yaml has no detector_snapshotindex")
+            detectors = utils.get_model_snapshots(detector_index, loader.model_folder, Task.DETECT)
+            if not detectors:
+                raise ValueError("no detector snapshot (snapshot-detector-*.pt); train the detector first")
+            detector = detectors[0]
     except (ValueError, IndexError) as exc:
         found, reason = [], str(exc)
     else:
@@ -188,16 +207,45 @@ def pin_with_dlc(project: Path, shuffle: int, trainingsetindex: int, snapshot: s
             "train the network first (dlcrun train) or pass --snapshot"
         )
     snap = found[0]
+    cfg = loader.project_cfg
+    metadata = loader.model_cfg["metadata"]
+    multi = bool(cfg["multianimalproject"])
     return ModelSpec(
         project=str(project),
         shuffle=shuffle,
         trainingsetindex=trainingsetindex,
         snapshot=str(Path(snap.path).resolve()),
-        scorer=loader.scorer(snap),
-        bodyparts=list(loader.model_cfg["metadata"]["bodyparts"]),
+        scorer=loader.scorer(snap, detector),
+        bodyparts=list(metadata["bodyparts"]),
         net_type=_plain_name(loader.model_cfg["net_type"]),
-        default_batch_size=int(loader.project_cfg.get("batch_size", 1) or 1),
+        default_batch_size=int(cfg.get("batch_size", 1) or 1),
+        multi_animal=multi,
+        individuals=list(metadata["individuals"]) if multi else [],
+        unique_bodyparts=list(metadata["unique_bodyparts"]) if multi else [],
+        track_method=track_method(cfg, loader.model_config_path) if multi else "",
+        method="TD" if task == Task.TOP_DOWN else "BU",
+        detector_snapshot=str(Path(detector.path).resolve()) if detector is not None else "",
+        default_detector_batch_size=int(cfg.get("detector_batch_size", 1) or 1),
     )
+
+
+# What analyze_videos(auto_track=True) can track with; "ctd" and "transformer" are other steps.
+TRACKERS = ("ellipse", "box", "skeleton")
+
+
+def track_method(cfg: dict[str, Any], where: Path) -> str:
+    """DLC's tracker for the project (``auxfun_multianimal.get_track_method``, and
+    ``convert_detections2tracklets``' switch to ``box`` for a single multi-animal bodypart),
+    decided without DLC writing its default into config.yaml as it does."""
+    method = cfg.get("default_track_method") or "ellipse"
+    if method not in TRACKERS:
+        raise ConfigError(
+            f"{Path(cfg['project_path']) / 'config.yaml'}: default_track_method '{method}' is not one "
+            f"analyze_videos tracks with ({', '.join(TRACKERS)})"
+        )
+    if len(cfg.get("multianimalbodyparts") or []) == 1:
+        return "box"
+    return method
 
 
 def _plain_name(net_type: Any) -> str:
@@ -238,37 +286,49 @@ class PytorchAnalyzer(Analyzer):
         precision: str = "fp32",
         decoder: str = "opencv",
         channels_last: bool = True,
+        detector_batch_size: int | None = None,
     ):
         import torch
         from deeplabcut.pose_estimation_pytorch.apis import utils
-        from deeplabcut.pose_estimation_pytorch.task import Task
 
         from dlcrun.engines.pytorch_pipeline import Pipeline
 
         if threads:
             torch.set_num_threads(threads)
         super().__init__(spec, batch_size, resolve_device(device), precision, decoder)
+        if spec.top_down and precision != "fp32":
+            raise InferenceError(f"--precision {precision}: top-down models run in fp32 only (DLC's own runners)")
         self.loader = shuffle_loader(Path(spec.project), spec.shuffle, spec.trainingsetindex)
-        if self.loader.pose_task != Task.BOTTOM_UP:
-            raise InferenceError(
-                f"{spec.project}: a {self.loader.pose_task.value} model needs a detector; dlcrun runs bottom-up "
-                "models only (use deeplabcut.analyze_videos for this one)"
-            )
-        if self.loader.model_cfg["metadata"]["unique_bodyparts"]:
-            raise InferenceError(f"{spec.project}: unique bodyparts need a multi-animal project; not supported")
-        if not Path(spec.snapshot).is_file():
-            raise InferenceError(f"{spec.snapshot}: pinned snapshot is gone; resubmit with a new --snapshot")
+        for path in (spec.snapshot, spec.detector_snapshot):
+            if path and not Path(path).is_file():
+                raise InferenceError(f"{path}: pinned snapshot is gone; resubmit with a new --snapshot")
         self.loader.model_cfg["device"] = self.device
+        individuals = len(self.loader.model_cfg["metadata"]["individuals"])
+        # As analyze_videos builds them: the pose runner, and for a top-down model the detector's.
         self.runner = utils.get_pose_inference_runner(
             model_config=self.loader.model_cfg,
             snapshot_path=spec.snapshot,
-            max_individuals=len(self.loader.model_cfg["metadata"]["individuals"]),
+            max_individuals=individuals,
             batch_size=self.batch_size,
             device=self.device,
         )
-        self.pipeline = Pipeline(
-            self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
-        )
+        self.pipeline: Any
+        if spec.top_down:
+            from dlcrun.engines.pytorch_topdown import TopDownPipeline
+
+            self.detector_batch_size = detector_batch_size or spec.default_detector_batch_size
+            detector = utils.get_detector_inference_runner(
+                model_config=self.loader.model_cfg,
+                snapshot_path=spec.detector_snapshot,
+                max_individuals=individuals,
+                batch_size=self.detector_batch_size,
+                device=self.device,
+            )
+            self.pipeline = TopDownPipeline(detector, self.runner, self.detector_batch_size)
+        else:
+            self.pipeline = Pipeline(
+                self.runner, self.device, self.batch_size, precision=precision, channels_last=channels_last
+            )
 
     @property
     def project_cfg(self) -> dict[str, Any]:
@@ -280,6 +340,24 @@ class PytorchAnalyzer(Analyzer):
 
     def predict(self, stream: Any, stride: int, sink: Any, progress: Any) -> int:
         return self.pipeline.run(stream, stride, sink, progress)
+
+    def track(self, table: Any, out_dir: Path, prefix: str, save_csv: bool) -> list[Path]:
+        from dlcrun.tracking import write_tracks
+
+        spec = self.spec
+        return write_tracks(
+            table,
+            out_dir,
+            prefix,
+            spec.scorer,
+            len(spec.bodyparts),
+            len(spec.unique_bodyparts),
+            self.project_cfg,
+            self.loader.model_folder,
+            spec.track_method,
+            spec.tracker_suffix,
+            save_csv,
+        )
 
     def metadata(
         self, info: Any, cropping: list[int] | None, start: float, stop: float, decoded: int

@@ -10,8 +10,8 @@ folder (``auxiliaryfunctions.get_model_folder``), the order of the snapshots
 (``DLCLoader.scorer``).
 
 It answers only where those rules are plain: a value DLC's config models would fill with a
-default or coerce from another type, a task other than bottom-up or top-down, or a snapshot that
-is not there gives ``None``, and the engine asks DeepLabCut itself (whose error then names what
+default or coerce from another type, a multi-animal project or a model other than bottom-up
+(whose scorer also names a detector), or a snapshot that is not there gives ``None``, and the engine asks DeepLabCut itself (whose error then names what
 is wrong). The spec is DLC's either way: ``tests/integration/test_pin_from_files.py`` holds it
 equal to DLC's on the real openfield project for every way of naming a snapshot.
 
@@ -26,14 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlcrun.errors import ConfigError
 from dlcrun.inference import ModelSpec, selected_snapshot
 
 # data.snapshots.list_snapshots with the pose model's prefix ("snapshot": bottom-up, top-down and
 # conditional top-down alike); a detector's "snapshot-detector-*" never matches.
 _NAME = re.compile(r"^(snapshot(-best)?-\d+\.pt)$")
 _EPOCHS = re.compile(r"-(\d+)\.pt$")
-_POSE_TASKS = {"BU", "TD", "CTD"}  # Task's aliases whose snapshot prefix is "snapshot"
 
 
 class _NotPlain(Exception):
@@ -99,11 +97,7 @@ def scorer(task: str, date: str, net_type: str, shuffle: int, snapshot: Snapshot
 
 
 def pin_from_files(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None) -> ModelSpec | None:
-    """The spec DLC's pin gives (``PytorchEngine.pin``), or None where the files do not suffice.
-
-    Raises ConfigError where DLC's pin refuses for a reason the files state plainly (a
-    multi-animal project).
-    """
+    """The spec DLC's pin gives (``PytorchEngine.pin``), or None where the files do not suffice."""
     try:
         return _pin(Path(project), shuffle, trainingsetindex, snapshot)
     except (_NotPlain, OSError, ValueError):
@@ -117,11 +111,8 @@ def _pin(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | Non
         multi = False
     if type(multi) is not bool:
         raise _NotPlain("multianimalproject")
-    if multi:
-        raise ConfigError(
-            f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet; "
-            "use deeplabcut.analyze_videos for them"
-        )
+    if multi:  # individuals, unique bodyparts, the tracker: DLC's loader reads them (pin_with_dlc)
+        raise _NotPlain("multianimalproject")
     task, date = _plain(cfg, "Task", str), _plain(cfg, "date", str)
     iteration, batch_size = _plain(cfg, "iteration", int), _plain(cfg, "batch_size", int)
     fractions = _plain(cfg, "TrainingFraction", list)
@@ -145,7 +136,7 @@ def _pin(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | Non
     method, net_type = _plain(model_cfg, "method", str), _plain(model_cfg, "net_type", str)
     metadata = _plain(model_cfg, "metadata", dict)
     bodyparts = _plain(metadata, "bodyparts", list)
-    if method.upper() not in _POSE_TASKS or not all(type(b) is str for b in bodyparts):
+    if method.upper() != "BU" or not all(type(b) is str for b in bodyparts):  # a top-down scorer names its detector
         raise _NotPlain("method or bodyparts")
     chosen = choose(
         list_snapshots(folder), snapshot if snapshot is not None else selected_snapshot(folder), index_in_config

@@ -94,7 +94,10 @@ def pin(project: Path, shuffle: int, trainingsetindex: int, snapshot: str | None
 
     cfg = project_config(project)
     if cfg.get("multianimalproject"):
-        raise ConfigError(f"{project}: multi-animal projects need DLC's tracking step, which dlcrun does not run yet")
+        raise ConfigError(
+            f"{project}: a multi-animal DLC 2.x (TensorFlow) shuffle; dlcrun tracks multi-animal DLC 3 (PyTorch) "
+            "models only (create_training_dataset(..., engine=Engine.PYTORCH), or deeplabcut.analyze_videos)"
+        )
     folder = model_folder(project, cfg, shuffle, trainingsetindex)
     test_cfg = folder / "test" / "pose_cfg.yaml"
     if not test_cfg.is_file():
@@ -169,6 +172,7 @@ class TensorflowEngine:
         threads: int | None = None,
         precision: str = "fp32",
         decoder: str = "opencv",
+        detector_batch_size: int | None = None,  # DLC 2.x has no top-down models
     ) -> Analyzer:
         return TensorflowAnalyzer(spec, batch_size, device, threads, precision, decoder)
 
