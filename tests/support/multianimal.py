@@ -141,6 +141,7 @@ def make_multianimal_project(
     threads: int | None = 1,
 ) -> Path:
     """A trained multi-animal DLC 3 project (PyTorch shuffle 1); returns its config.yaml.
+    ``epochs=0``: untrained, the random initial weights saved as its snapshots (seconds).
 
     Bottom-up by default (``resnet_50``: DLC 3 makes it a ResNet-50 (``resnet50_gn``) with a
     DLCRNet head predicting heatmaps and part-affinity fields). ``top_down``: ``net_type`` is a
@@ -304,6 +305,13 @@ def _train(
         detector = DETECTORS.build(detector_cfg["model"], pretrained=False)
         detector_path = init / "detector.pt"
         torch.save({"model": detector.state_dict()}, detector_path)
+    if epochs == 0:  # untrained: the random weights are the shuffle's snapshots (no train_network)
+        import shutil
+
+        shutil.copyfile(init / "pose.pt", loader.model_folder / "snapshot-001.pt")
+        if detector_path is not None:
+            shutil.copyfile(detector_path, loader.model_folder / "snapshot-detector-001.pt")
+        return
     deeplabcut.train_network(
         str(config),
         shuffle=1,
