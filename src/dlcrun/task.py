@@ -335,7 +335,12 @@ class _Pipeline:
         record.seconds["load"], self._load_seconds = self._load_seconds, 0.0
         provenance = {
             "source": staged.identity.to_dict(),
-            "model": {"snapshot": plan.spec.snapshot, "scorer": plan.spec.scorer, "shuffle": plan.spec.shuffle},
+            "model": {
+                "snapshot": plan.spec.snapshot,
+                "scorer": plan.spec.scorer,
+                "shuffle": plan.spec.shuffle,
+                **({"detector": plan.spec.detector_snapshot} if plan.spec.top_down else {}),
+            },
         }
         analysis = analyzer.analyze(
             staged.video,
