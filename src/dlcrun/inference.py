@@ -367,21 +367,11 @@ class Analyzer(ABC):
         meta_path = out_dir / f"{prefix}_meta.pickle"
         with open(meta_path, "wb") as fh:
             pickle.dump(metadata, fh, pickle.HIGHEST_PROTOCOL)
-        if tracked:
-            return Analysis(
-                files=[meta_path, *tracked],
-                frames=decoded,
-                header_frames=info.header_frames,
-                seconds=stop - start,
-                rows=rows,
-                stride=stride,
-                quality=numbers,
-            )
-        files = [h5, meta_path]
-        if save_csv:
+        files = [meta_path, *tracked] if tracked else [h5, meta_path]  # the tracks' .csv is DLC's
+        if save_csv and not tracked:
             files.append(write_csv(h5))
         timings: dict[str, float] = {}
-        if filtertype:
+        if filtertype:  # never with tracks (refused above)
             files += self._filter(h5, stem or video.stem, filtertype, save_csv, timings)
         clip_path = None
         if clip and numbers["worst"] is not None:

@@ -184,7 +184,7 @@ class Pipeline:
         analysed = 0
         pending: tuple[Batch, dict[str, Any], Any] | None = None
         while True:
-            item = self._next(ready, producer)
+            item = next_from(ready, producer)
             if item is _END:
                 break
             if isinstance(item, BaseException):
@@ -279,14 +279,6 @@ class Pipeline:
             results.put(exc)
         finally:
             torch.set_num_threads(previous)
-
-    def _next(self, ready: queue.Queue[Any], producer: threading.Thread) -> Any:
-        while True:
-            try:
-                return ready.get(timeout=1.0)
-            except queue.Empty:
-                if not producer.is_alive() and ready.empty():
-                    raise InferenceError("the decoder thread stopped without a result") from None
 
     def _produce(
         self, stream: VideoStream, stride: int, ready: queue.Queue[Any], stop: threading.Event, state: dict[str, Any]
@@ -391,6 +383,16 @@ class Pipeline:
             results.append(processed)
         sink(batch.frames, results)
         return len(batch.frames)
+
+
+def next_from(ready: queue.Queue[Any], producer: threading.Thread) -> Any:
+    """The decoder thread's next item; an InferenceError once it has died without one."""
+    while True:
+        try:
+            return ready.get(timeout=1.0)
+        except queue.Empty:
+            if not producer.is_alive() and ready.empty():
+                raise InferenceError("the decoder thread stopped without a result") from None
 
 
 def _apply_table(frames: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlcrun.decoders import VideoStream
+from dlcrun.engines.pytorch_pipeline import next_from
 from dlcrun.errors import InferenceError
 
 CHUNK_BYTES = 256 * 1024 * 1024  # decoded frames held per chunk (two chunks in flight)
@@ -52,7 +53,7 @@ class TopDownPipeline:
         analysed = 0
         try:
             while True:
-                item = self._next(ready, producer)
+                item = next_from(ready, producer)
                 if item is _END:
                     return analysed
                 if isinstance(item, BaseException):
@@ -71,14 +72,6 @@ class TopDownPipeline:
         finally:
             stop.set()
             producer.join(timeout=10)
-
-    def _next(self, ready: queue.Queue[Any], producer: threading.Thread) -> Any:
-        while True:
-            try:
-                return ready.get(timeout=1.0)
-            except queue.Empty:
-                if not producer.is_alive() and ready.empty():
-                    raise InferenceError("the decoder thread stopped without a result") from None
 
     def _put(self, ready: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
         while not stop.is_set():
