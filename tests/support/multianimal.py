@@ -296,6 +296,14 @@ def _train(
     model_cfg.to_yaml(loader.model_config_path)
 
     init.mkdir(parents=True, exist_ok=True)
+    # DLC's augmentation and sampling draw from Python's and NumPy's global generators too: seeded
+    # here, the build no longer depends on what ran before it in the session.
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     pose = PoseModel.build(model_cfg["model"], pretrained_backbone=False)
     torch.save({"model": pose.state_dict()}, init / "pose.pt")
