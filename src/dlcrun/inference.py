@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# The trackers analyze_videos(auto_track=True) tracks with, and the suffix of their files (DLC's
+# TRACK_METHODS, which also names "ctd" and "transformer": other steps than this one).
+TRACKER_SUFFIXES = {"ellipse": "_el", "box": "_bx", "skeleton": "_sk"}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A pinned DLC model: enough to rebuild the runner on any node, frozen in model.json."""
@@ -69,9 +74,7 @@ class ModelSpec:
     @property
     def tracker_suffix(self) -> str:
         """``_el``, ``_bx``, ``_sk``: the tracks' file suffix (DLC's ``TRACK_METHODS``); "" single-animal."""
-        return (
-            {"ellipse": "_el", "box": "_bx", "skeleton": "_sk"}.get(self.track_method, "") if self.multi_animal else ""
-        )
+        return TRACKER_SUFFIXES.get(self.track_method, "") if self.multi_animal else ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

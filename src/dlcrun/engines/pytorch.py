@@ -28,6 +28,7 @@ from dlcrun.engines.pytorch_snapshots import pin_from_files
 from dlcrun.errors import ConfigError, DlcrunError, InferenceError
 from dlcrun.inference import (
     PYTORCH,
+    TRACKER_SUFFIXES,
     Analyzer,
     ModelSpec,
     installed,
@@ -229,19 +230,15 @@ def pin_with_dlc(project: Path, shuffle: int, trainingsetindex: int, snapshot: s
     )
 
 
-# What analyze_videos(auto_track=True) can track with; "ctd" and "transformer" are other steps.
-TRACKERS = ("ellipse", "box", "skeleton")
-
-
 def track_method(cfg: dict[str, Any], where: Path) -> str:
     """DLC's tracker for the project (``auxfun_multianimal.get_track_method``, and
     ``convert_detections2tracklets``' switch to ``box`` for a single multi-animal bodypart),
     decided without DLC writing its default into config.yaml as it does."""
     method = cfg.get("default_track_method") or "ellipse"
-    if method not in TRACKERS:
+    if method not in TRACKER_SUFFIXES:
         raise ConfigError(
             f"{Path(cfg['project_path']) / 'config.yaml'}: default_track_method '{method}' is not one "
-            f"analyze_videos tracks with ({', '.join(TRACKERS)})"
+            f"analyze_videos tracks with ({', '.join(TRACKER_SUFFIXES)})"
         )
     if len(cfg.get("multianimalbodyparts") or []) == 1:
         return "box"
