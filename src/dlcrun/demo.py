@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,19 @@ def draw_frame(width: int, height: int, t: float) -> tuple[Any, list[tuple[float
 def write_video(
     path: Path, frames: int = 20, size: tuple[int, int] = (128, 96), fps: int = 10, phase: float = 0.0
 ) -> Path:
+    return write_frames(path, (draw_frame(*size, phase + i * 0.3)[0] for i in range(frames)), size, fps)
+
+
+def write_frames(path: Path, images: Iterable[Any], size: tuple[int, int], fps: int) -> Path:
+    """BGR ``images`` of ``size`` (width, height) as an mp4v video at ``path``."""
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write mp4 here")
-    for i in range(frames):
-        writer.write(draw_frame(*size, phase + i * 0.3)[0])
+    for image in images:
+        writer.write(image)
     writer.release()
     return path
 

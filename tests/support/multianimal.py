@@ -96,20 +96,13 @@ def write_animals_video(
     blank: bool = False,
 ) -> Path:
     """An mp4v video of the scene from time ``phase`` (``blank``: the empty arena, no animal)."""
-    import cv2
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write mp4 here")
-    for i in range(frames):
-        if blank:
-            writer.write(np.full((size[1], size[0], 3), 190, np.uint8))
-        else:
-            writer.write(draw_animals(*size, phase + i * STEP, unique_bodyparts)[0])
-    writer.release()
-    return path
+    from dlcrun.demo import write_frames
+
+    empty = np.full((size[1], size[0], 3), 190, np.uint8)
+    images = (empty if blank else draw_animals(*size, phase + i * STEP, unique_bodyparts)[0] for i in range(frames))
+    return write_frames(path, images, size, fps)
 
 
 def video_truth(
